@@ -1,0 +1,311 @@
+"""The `imgsearch` command line: ingest, search, serve, demo-data, runs, quarantine, catalog."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from config import Settings, get_settings
+from embed.decode import DecodeError
+from embed.encoder import WeightsUnavailable
+from ingest.items import Failed
+from ingest.pipeline import RunInProgress
+from ingest.sources import SourceConfigError
+from store.images import StoreError
+from store.index import IndexUnavailable
+
+from app.runtime import Runtime, configure_logging
+
+log = logging.getLogger("imgsearch")
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+# Errors that mean "this command cannot proceed": one sentence for the user, detail in the log.
+USER_ERRORS = (
+    IndexUnavailable,
+    WeightsUnavailable,
+    StoreError,
+    RunInProgress,
+    SourceConfigError,
+    DecodeError,
+)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """Ingest paths/URLs given, or the declared sources; bad items are reported, not fatal."""
+    runtime = Runtime(settings)
+    try:
+        sources = (
+            runtime.adhoc_sources(args.locations) if args.locations else runtime.declared_sources()
+        )
+        if not sources:
+            print("Nothing to ingest: give a folder, file, s3:// prefix or URL, or declare "
+                  "IMGSEARCH_SOURCES.", file=sys.stderr)
+            return 2
+
+        def report_failure(failed: Failed) -> None:
+            from tqdm import tqdm
+
+            tqdm.write(f"failed  {failed.item.meta.source_uri}: {failed.reason}", file=sys.stderr)
+
+        report = runtime.pipeline.run(
+            sources, progress=sys.stderr.isatty() and not args.quiet, on_failure=report_failure
+        )
+    finally:
+        runtime.close()
+    total = report.total()
+    print(
+        f"seen {total.seen}, new {total.new}, unchanged {total.unchanged}, "
+        f"duplicate {total.duplicate}, failed {total.failed} "
+        f"({report.duration_s:.1f} s, {report.images_per_s:.1f} images/s)"
+    )
+    for failure in report.failures:
+        if failure["stage"] == "discover":
+            print(f"source {failure['source']} could not be read: {failure['reason']}",
+                  file=sys.stderr)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    """Search the catalog with one image file."""
+    path = Path(args.image)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        print(f"Cannot read {path}: {exc.strerror or exc}.", file=sys.stderr)
+        return 2
+    runtime = Runtime(settings)
+    try:
+        result = runtime.search.search_bytes(
+            data,
+            top_k=args.top_k or settings.search.top_k,
+            threshold=args.threshold if args.threshold is not None else settings.search.threshold,
+        )
+    finally:
+        runtime.close()
+    verdict = (
+        f"The exact image is in the catalog ({_label(result.exact_match.payload)})."
+        if result.exact_match
+        else "The exact image is not in the catalog."
+    )
+    if args.json:
+        print(json.dumps([m.as_dict() for m in result.matches], indent=2))
+        print(verdict, file=sys.stderr)
+        return 0
+    print(verdict)
+    if not result.matches:
+        print("No similar images found.")
+    for rank, match in enumerate(result.matches, 1):
+        p = match.payload
+        mark = " (exact)" if match.exact else ""
+        date = p.get("published_at") or p.get("ingested_at", "")
+        print(f"{rank:>3}. {match.score:.4f}{mark}  {_label(p)}  {date}  {p.get('source_uri', '')}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the Streamlit app (replaces this process)."""
+    ui = Path(__file__).with_name("ui.py")
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(ui),
+        "--server.port", str(args.port),
+        "--server.address", args.address,
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--server.maxUploadSize", "50",
+    ]
+    os.execv(sys.executable, argv)
+    return 0  # pragma: no cover  (execv does not return)
+
+
+def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the generated demo catalog."""
+    from app.demo import write_demo_catalog
+
+    count = write_demo_catalog(Path(args.directory), per_group=args.per_group)
+    print(f"wrote {count} demo images with sidecar metadata to {args.directory}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    """List recent ingestion runs."""
+    runtime = Runtime(settings)
+    try:
+        runs = runtime.state.runs(args.limit)
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("No ingestion runs yet.")
+    for run in runs:
+        t = run.report.get("total", {})
+        print(
+            f"#{run.id} {run.started_at} {run.status:<11} seen {t.get('seen', 0)} "
+            f"new {t.get('new', 0)} unchanged {t.get('unchanged', 0)} "
+            f"duplicate {t.get('duplicate', 0)} failed {t.get('failed', 0)} "
+            f"{run.report.get('duration_s', 0):.1f} s"
+        )
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    """List quarantined items; --retry makes them due and runs their sources now."""
+    runtime = Runtime(settings)
+    try:
+        if args.retry:
+            entries = runtime.state.quarantine_list(args.source)
+            released = runtime.state.release(args.source)
+            names = sorted({e.source for e in entries})
+            declared = {s.name: s for s in settings.sources}
+            from ingest.sources import adhoc_source, make_source
+
+            sources = [
+                make_source(declared.get(name) or adhoc_source(name), settings) for name in names
+            ]
+            print(f"released {released} item(s); retrying {len(sources)} source(s)")
+            if sources:
+                report = runtime.pipeline.run(sources)
+                print(report.summary())
+            return 0
+        entries = runtime.state.quarantine_list(args.source)
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("The quarantine is empty.")
+    for e in entries:
+        print(
+            f"{e.source}  {e.uri}\n    {e.stage}: {e.reason} (attempts {e.attempts}, "
+            f"first {e.first_seen}, last {e.last_seen}, next {e.next_attempt})"
+        )
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
+    """Stream the whole catalog as JSON lines (id, payload)."""
+    runtime = Runtime(settings)
+    try:
+        for hit in runtime.index.scroll():
+            sys.stdout.write(json.dumps({"id": hit.id, "payload": hit.payload}) + "\n")
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_count(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the number of images in the catalog."""
+    runtime = Runtime(settings)
+    try:
+        print(runtime.index.count())
+    finally:
+        runtime.close()
+    return 0
+
+
+def _label(payload: dict[str, object]) -> str:
+    return str(payload.get("title") or payload.get("source_uri") or payload.get("sha256", ""))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="imgsearch", description=__doc__)
+    parser.add_argument("--log-level", help="override IMGSEARCH_LOG_LEVEL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="ingest folders, files, s3:// prefixes or feed URLs")
+    p.add_argument("locations", nargs="*", help="paths or URLs (default: declared sources)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("search", help="find the catalog images most similar to IMAGE")
+    p.add_argument("image")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("serve", help="run the web app")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1")
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("demo-data", help="write a generated demo catalog to DIRECTORY")
+    p.add_argument("directory")
+    p.add_argument("--per-group", type=int, default=40)
+    p.set_defaults(handler=cmd_demo_data)
+
+    p = sub.add_parser("runs", help="list recent ingestion runs")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("quarantine", help="list failed items; --retry tries them again now")
+    p.add_argument("--source", default=None)
+    p.add_argument("--retry", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_quarantine)
+
+    p = sub.add_parser("catalog", help="export the catalog as JSON lines")
+    p.add_argument("--json", action="store_true", help="JSON lines (the only format)")
+    p.set_defaults(handler=cmd_catalog)
+
+    p = sub.add_parser("count", help="print the number of images in the catalog")
+    p.set_defaults(handler=cmd_count)
+
+    for register in _plugins():
+        register(sub)
+    return parser
+
+
+def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+    """Subcommand groups that live with their feature (worker, aws)."""
+    registers = []
+    for module in ("app.worker", "aws.cli"):
+        try:
+            imported = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        registers.append(imported.register)
+    return registers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(args.log_level or settings.log_level)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except USER_ERRORS as exc:
+        log.debug("command failed", exc_info=True)
+        print(_sentence(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _sentence(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, DecodeError):
+        text = f"That file is not a usable image: {exc.reason}"
+    return text if text.endswith(".") else text + "."
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Compose the core (index, image store, encoder, state, pipeline, search) from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+
+from config import Settings
+from embed.encoder import Encoder, load_encoder
+from ingest.items import Source
+from ingest.pipeline import Pipeline
+from ingest.sources import adhoc_source, make_source
+from ingest.state import StateStore
+from search.service import SearchService
+from store.images import ImageStore, make_image_store
+from store.index import VectorIndex, open_index
+
+
+class Runtime:
+    """Heavy objects built lazily, once, and shared by whatever this process runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        """The vector index (opening it takes the embedded folder's lock)."""
+        return open_index(self.settings)
+
+    @cached_property
+    def images(self) -> ImageStore:
+        """The image store."""
+        return make_image_store(self.settings)
+
+    @cached_property
+    def encoder(self) -> Encoder:
+        """The encoder (the model loads here, once per process)."""
+        return load_encoder(self.settings.embed)
+
+    @cached_property
+    def state(self) -> StateStore:
+        """The ingestion state database."""
+        return StateStore(
+            self.settings.state_db,
+            max_attempts=self.settings.worker.max_attempts,
+            backoff_s=self.settings.worker.retry_backoff_s,
+        )
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        """The ingestion pipeline."""
+        return Pipeline(self.settings, self.index, self.images, self.encoder, self.state)
+
+    @cached_property
+    def search(self) -> SearchService:
+        """The search service."""
+        return SearchService(self.index, self.images, self.encoder)
+
+    def declared_sources(self) -> list[Source]:
+        """The sources declared in settings (what the daily job parses)."""
+        return [make_source(spec, self.settings) for spec in self.settings.sources]
+
+    def adhoc_sources(self, locations: Sequence[str]) -> list[Source]:
+        """Sources for paths and URLs given on the command line."""
+        return [make_source(adhoc_source(loc), self.settings) for loc in locations]
+
+    def close(self) -> None:
+        """Release the index lock and the state database."""
+        if "index" in self.__dict__:
+            self.index.close()
+        if "state" in self.__dict__:
+            self.state.close()
+
+
+def configure_logging(level: str) -> None:
+    """Log lines to stderr with time, level and logger."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )

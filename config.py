@@ -1,0 +1,166 @@
+"""imgsearch settings: one pydantic-settings model, built by a factory and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Distance = Literal["cosine", "dot", "euclid", "manhattan"]
+
+
+class QdrantSettings(BaseModel):
+    """Vector index: embedded local mode (empty url) or a Qdrant server/cluster."""
+
+    url: str = ""
+    api_key: SecretStr | None = None
+    collection: str = "images"
+    distance: Distance = "cosine"
+    timeout_s: float = 10.0
+    upsert_batch: int = Field(default=128, ge=1)
+
+
+class StorageSettings(BaseModel):
+    """Image store: empty url = a folder under the data dir; `s3://bucket/prefix` for S3."""
+
+    url: str = ""
+    thumbnail_px: int = Field(default=256, ge=32)
+
+
+class S3Settings(BaseModel):
+    """S3 client options; credentials come from the standard AWS chain."""
+
+    endpoint_url: str = ""
+    region: str = ""
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+
+class EmbedSettings(BaseModel):
+    """Image encoder (ResNet50, 2048-d)."""
+
+    weights: str = "imagenet"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(default=16, ge=1)
+    threads: int = Field(default=0, ge=0)
+
+
+class SearchSettings(BaseModel):
+    """Query defaults for UI and CLI."""
+
+    top_k: int = Field(default=12, ge=1, le=1000)
+    threshold: float | None = None
+
+
+class FetchSettings(BaseModel):
+    """HTTP downloads for web sources."""
+
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    max_bytes: int = 25 * 1024 * 1024
+    retries: int = Field(default=3, ge=0)
+    backoff_s: float = 0.5
+    per_host: int = Field(default=4, ge=1)
+    concurrency: int = Field(default=16, ge=1)
+    user_agent: str = "imgsearch/0.1 (+image search ingestion worker)"
+    follow_links: bool = False
+    max_pages: int = Field(default=50, ge=1)
+
+
+class SourceSettings(BaseModel):
+    """One declared source the daily worker parses."""
+
+    name: str
+    kind: Literal["auto", "folder", "s3", "feed", "rss", "csv", "jsonl", "html"] = "auto"
+    location: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkerSettings(BaseModel):
+    """Daily ingestion schedule."""
+
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    jitter_s: int = Field(default=300, ge=0)
+    misfire_grace_s: int = Field(default=3600, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_backoff_s: int = Field(default=3600, ge=0)
+    in_app: Literal["auto", "yes", "no"] = "auto"
+
+
+class AwsSettings(BaseModel):
+    """Deployment to the user's own AWS account (ECR + EC2 + S3)."""
+
+    region: str = ""
+    account_id: str = ""
+    repository: str = "imgsearch"
+    image_tag: str = "latest"
+    keep_images: int = Field(default=10, ge=1)
+    bucket: str = ""
+    bucket_versioning: bool = False
+    instance_type: str = "t3.large"
+    volume_gb: int = Field(default=50, ge=8)
+    allowed_cidr: str = "0.0.0.0/32"
+    key_name: str = ""
+    app_port: int = 8501
+    name: str = "imgsearch"
+
+
+class Settings(BaseSettings):
+    """All imgsearch settings (env prefix IMGSEARCH_, nested groups with __, `.env` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMGSEARCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./data")
+    log_level: str = "INFO"
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Folder of the embedded index (used when qdrant.url is empty)."""
+        return self.data_dir / "qdrant"
+
+    @property
+    def images_dir(self) -> Path:
+        """Folder of the local image store (used when storage.url is empty)."""
+        return self.data_dir / "images"
+
+    @property
+    def state_db(self) -> Path:
+        """SQLite file of per-source state, quarantine and run reports."""
+        return self.data_dir / "state.sqlite"
+
+    @property
+    def scheduler_db(self) -> Path:
+        """SQLite file of the scheduler's job store."""
+        return self.data_dir / "scheduler.sqlite"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the index is the embedded one-process local mode."""
+        return not self.qdrant.url
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and `.env`, with explicit overrides on top."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Image to vector: safe decoding and the ResNet50 encoder."""

@@ -1,0 +1,1 @@
+"""Ingestion pipeline: discover -> fetch -> decode -> store -> embed -> upsert."""

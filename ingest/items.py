@@ -1,0 +1,105 @@
+"""Typed hand-offs between the ingestion stages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from embed.decode import DecodedImage
+
+
+class FetchError(RuntimeError):
+    """An item's bytes could not be fetched; `reason` is short and user-readable."""
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """What a source knows about an item besides its bytes."""
+
+    source_uri: str
+    title: str | None = None
+    description: str | None = None
+    category: str | None = None
+    published_at: str | None = None  # ISO 8601, UTC where the source says so
+
+    def as_payload(self) -> dict[str, Any]:
+        """The non-empty fields, for the point's payload."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """discover -> fetch: one thing a source offers, with a way to get its bytes."""
+
+    source: str
+    key: str  # stable identity inside the source (path, S3 key, image URL)
+    version: str  # changes when the item changes (size+mtime, ETag, content hash)
+    meta: ItemMeta
+    fetch: Callable[[], bytes] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """fetch -> decode."""
+
+    item: SourceItem
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """decode -> store."""
+
+    item: SourceItem
+    data: bytes
+    image: DecodedImage
+
+
+@dataclass(frozen=True)
+class Stored:
+    """store -> embed: originals and thumbnail written, pixels preprocessed for the model."""
+
+    item: SourceItem
+    image: DecodedImage
+    point_id: str
+    image_key: str
+    thumbnail_key: str
+    tensor: torch.Tensor = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An item that needs no embedding: its image is already in the catalog."""
+
+    item: SourceItem
+    sha256: str
+    point_id: str
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An item that failed at some stage; goes to the quarantine."""
+
+    item: SourceItem
+    stage: str
+    reason: str
+    retryable: bool = True
+
+
+class Source(Protocol):
+    """Anything that can list items: a folder, an S3 prefix, a web feed."""
+
+    name: str
+
+    def discover(self) -> Iterator[SourceItem]:
+        """Yield every item the source currently offers."""
+        ...

@@ -1,0 +1,71 @@
+"""Folder source: image files under a path (recursive), with optional NAME.json sidecars."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ingest.dates import to_iso
+from ingest.items import FetchError, ItemMeta, SourceItem
+
+log = logging.getLogger(__name__)
+SIDECAR_FIELDS = ("title", "description", "source_uri", "published_at", "category")
+
+
+class FolderSource:
+    """Files under a folder (or one file); an item changes when its size or mtime does."""
+
+    def __init__(self, name: str, root: Path | str) -> None:
+        self.name = name
+        self.root = Path(root).expanduser()
+
+    def discover(self) -> Iterator[SourceItem]:
+        """Yield every candidate file; a missing root is a listing error."""
+        if not self.root.exists():
+            raise FetchError(f"{self.root} does not exist", retryable=False)
+        if self.root.is_file():
+            yield self._item(self.root, self.root.name)
+            return
+        for path in sorted(self.root.rglob("*")):
+            relative = path.relative_to(self.root)
+            if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+                continue
+            if path.suffix.lower() == ".json":  # sidecar metadata, not an image
+                continue
+            yield self._item(path, relative.as_posix())
+
+    def _item(self, path: Path, key: str) -> SourceItem:
+        stat = path.stat()
+        meta = read_sidecar(path)
+        return SourceItem(
+            source=self.name,
+            key=key,
+            version=f"{stat.st_size}:{stat.st_mtime_ns}",
+            meta=ItemMeta(
+                source_uri=meta.get("source_uri") or path.resolve().as_uri(),
+                title=meta.get("title"),
+                description=meta.get("description"),
+                category=meta.get("category"),
+                published_at=to_iso(meta.get("published_at")),
+            ),
+            fetch=path.read_bytes,
+        )
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """Metadata from `NAME.json` (or `NAME.ext.json`) beside the image; {} when absent or bad."""
+    for candidate in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("ignoring unreadable sidecar %s: %s", candidate, exc)
+                return {}
+            if not isinstance(data, dict):
+                log.warning("ignoring sidecar %s: not a JSON object", candidate)
+                return {}
+            return {k: str(data[k]) for k in SIDECAR_FIELDS if data.get(k) not in (None, "")}
+    return {}

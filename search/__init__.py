@@ -1,0 +1,1 @@
+"""Search: one function that answers "have we seen this image, or ones like it, and where?"."""
