@@ -1,0 +1,114 @@
+"""Shared fixtures: isolated settings, generated images, the random-weight encoder, S3 on loopback."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+
+from config import Settings
+from embed.encoder import Encoder, load_encoder
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No IMGSEARCH_ variable or .env from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("IMGSEARCH_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test: random weights, small batches, everything under data_dir."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "embed": {"weights": "random", "batch_size": 8, "device": "cpu"},
+        "worker": {"retry_backoff_s": 0},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings rooted in this test's temporary folder."""
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    """The seeded random-weight encoder, built once for the whole session."""
+    from config import EmbedSettings
+
+    return load_encoder(EmbedSettings(weights="random", batch_size=8, device="cpu"))
+
+
+def draw_image(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A distinct RGB picture per seed: coloured background, shapes and stripes."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randint(0, 255) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.randint(0, size[0] - 10), rng.randint(0, size[1] - 10)
+        x1, y1 = x0 + rng.randint(5, size[0] // 2), y0 + rng.randint(5, size[1] // 2)
+        color = tuple(rng.randint(0, 255) for _ in range(3))
+        if rng.random() < 0.5:
+            draw.ellipse([x0, y0, x1, y1], fill=color)
+        else:
+            draw.rectangle([x0, y0, x1, y1], fill=color)
+    return image
+
+
+def image_bytes(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (160, 120)) -> bytes:
+    """Encoded bytes of draw_image(seed)."""
+    buffer = io.BytesIO()
+    draw_image(seed, size).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP endpoint on loopback (moto's server mode), for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh private bucket on the loopback S3 endpoint."""
+    import uuid
+
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
