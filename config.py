@@ -59,6 +59,8 @@ class FetchSettings(BaseModel):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 20.0
     max_bytes: int = 25 * 1024 * 1024
+    max_page_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # feeds and HTML pages
+    total_timeout_s: float = Field(default=120.0, gt=0)  # whole download, against slow drips
     retries: int = Field(default=3, ge=0)
     backoff_s: float = 0.5
     per_host: int = Field(default=4, ge=1)

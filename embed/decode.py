@@ -100,7 +100,7 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
         text = str(exc) or type(exc).__name__
-        if "truncated" in text or isinstance(exc, EOFError):
+        if "truncated" in text.lower() or isinstance(exc, EOFError):
             raise DecodeError(f"truncated image ({text})") from exc
         raise DecodeError(f"corrupt image ({text})") from exc
     return DecodedImage(

@@ -214,7 +214,7 @@ class Pipeline:
             return False
         entry = self.state.quarantined(item.source, item.key)
         if entry is not None:
-            if not self.state.due(entry):
+            if not self.state.due(entry, item.version):
                 counts.deferred += 1
                 return False
             counts.retried += 1
@@ -232,8 +232,8 @@ class Pipeline:
             counts.failed += 1
             item = result.item
             self.state.quarantine(
-                item.source, item.key, item.meta.source_uri, result.stage, result.reason,
-                result.retryable,
+                item.source, item.key, item.version, item.meta.source_uri, result.stage,
+                result.reason, result.retryable,
             )
             if len(report.failures) < MAX_REPORTED_FAILURES:
                 report.failures.append(

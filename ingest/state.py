@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS seen (
 CREATE TABLE IF NOT EXISTS quarantine (
     source TEXT NOT NULL,
     key TEXT NOT NULL,
+    version TEXT NOT NULL,
     uri TEXT NOT NULL,
     stage TEXT NOT NULL,
     reason TEXT NOT NULL,
@@ -67,6 +68,7 @@ class QuarantineEntry:
 
     source: str
     key: str
+    version: str
     uri: str
     stage: str
     reason: str
@@ -146,7 +148,14 @@ class StateStore:
 
     # -- quarantine ---------------------------------------------------------------------------
     def quarantine(
-        self, source: str, key: str, uri: str, stage: str, reason: str, retryable: bool
+        self,
+        source: str,
+        key: str,
+        version: str,
+        uri: str,
+        stage: str,
+        reason: str,
+        retryable: bool,
     ) -> QuarantineEntry:
         """Record a failure; the next attempt backs off exponentially."""
         now = utcnow()
@@ -160,17 +169,18 @@ class StateStore:
             delay = self.backoff_s * 2 ** (attempts - 1)
             next_attempt = iso(now + timedelta(seconds=delay))
             db.execute(
-                "INSERT INTO quarantine(source, key, uri, stage, reason, retryable, attempts, "
-                "first_seen, last_seen, next_attempt) VALUES (?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(source, key) DO UPDATE SET uri=excluded.uri, stage=excluded.stage, "
+                "INSERT INTO quarantine(source, key, version, uri, stage, reason, retryable, "
+                "attempts, first_seen, last_seen, next_attempt) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(source, key) DO UPDATE SET version=excluded.version, "
+                "uri=excluded.uri, stage=excluded.stage, "
                 "reason=excluded.reason, retryable=excluded.retryable, "
                 "attempts=excluded.attempts, last_seen=excluded.last_seen, "
                 "next_attempt=excluded.next_attempt",
-                (source, key, uri, stage, reason, int(retryable), attempts, first_seen,
-                 iso(now), next_attempt),
+                (source, key, version, uri, stage, reason, int(retryable), attempts,
+                 first_seen, iso(now), next_attempt),
             )
         return QuarantineEntry(
-            source, key, uri, stage, reason, retryable, attempts, first_seen, iso(now), next_attempt
+            source, key, version, uri, stage, reason, retryable, attempts, first_seen, iso(now), next_attempt
         )
 
     def quarantined(self, source: str, key: str) -> QuarantineEntry | None:
@@ -181,8 +191,12 @@ class StateStore:
             ).fetchone()
         return None if row is None else _entry(row)
 
-    def due(self, entry: QuarantineEntry, now: datetime | None = None) -> bool:
-        """True when a quarantined item should be tried again now."""
+    def due(
+        self, entry: QuarantineEntry, version: str | None = None, now: datetime | None = None
+    ) -> bool:
+        """True when a quarantined item should be tried again now (always, if it changed)."""
+        if version is not None and version != entry.version:
+            return True
         if entry.attempts >= self.max_attempts or not entry.retryable:
             return False
         return entry.next_attempt <= iso(now or utcnow())
@@ -269,6 +283,7 @@ def _entry(row: sqlite3.Row) -> QuarantineEntry:
     return QuarantineEntry(
         source=str(row["source"]),
         key=str(row["key"]),
+        version=str(row["version"]),
         uri=str(row["uri"]),
         stage=str(row["stage"]),
         reason=str(row["reason"]),

@@ -245,6 +245,7 @@ def open_index(settings: Settings) -> VectorIndex:
             url=q.url,
             api_key=q.api_key.get_secret_value() if q.api_key else None,
             timeout=int(q.timeout_s),
+            check_compatibility=False,  # no start-up round trip; errors surface on first use
         )
         return VectorIndex(
             client, q.collection, q.distance, where=q.url, upsert_batch=q.upsert_batch

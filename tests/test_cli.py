@@ -1,0 +1,92 @@
+"""The `imgsearch` command as a user runs it: ingest, search --json, the lock sentence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from store.index import open_local_index
+from tests.conftest import image_bytes
+
+IMGSEARCH = [sys.executable, "-m", "app.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
+    environ.update(
+        IMGSEARCH_DATA_DIR=str(data_dir), IMGSEARCH_EMBED__WEIGHTS="random",
+        IMGSEARCH_EMBED__BATCH_SIZE="4", IMGSEARCH_LOG_LEVEL="WARNING", **env,
+    )
+    return subprocess.run(
+        [*IMGSEARCH, *args], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300
+    )
+
+
+def test_ingest_and_search_json_end_to_end(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        (photos / f"p{i}.jpg").write_bytes(image_bytes(100 + i))
+    (photos / "bad.jpg").write_bytes(b"nope")
+    data = tmp_path / "data"
+
+    first = run(["ingest", str(photos)], data)
+    assert first.returncode == 0, first.stderr
+    assert "seen 7, new 6" in first.stdout and "failed 1" in first.stdout
+    assert "bad.jpg" in first.stderr and "not an image" in first.stderr
+    assert "Traceback" not in first.stderr
+
+    again = run(["ingest", str(photos)], data)
+    assert "new 0" in again.stdout and "unchanged 6" in again.stdout
+
+    found = run(["search", str(photos / "p3.jpg"), "--json", "--top-k", "3"], data)
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)
+    assert len(results) == 3
+    assert {"id", "score", "payload"} <= set(results[0])
+    assert results[0]["payload"]["source_uri"].endswith("p3.jpg")
+    assert results[0]["score"] >= 0.999 and results[0]["exact"] is True
+    assert "is in the catalog" in found.stderr
+
+    text = run(["search", str(photos / "p3.jpg")], data)
+    assert text.stdout.startswith("The exact image is in the catalog")
+
+    catalog = run(["catalog", "--json"], data)
+    lines = [json.loads(line) for line in catalog.stdout.splitlines()]
+    assert len(lines) == 6 and all({"id", "payload"} <= set(x) for x in lines)
+
+
+def test_searching_with_a_broken_file_is_one_sentence(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run(["search", str(bad)], tmp_path / "data")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("That file is not a usable image")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_held_embedded_index_gives_one_sentence_and_what_to_do(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    holder = open_local_index(data / "qdrant", "images")
+    try:
+        result = run(["count"], data)
+    finally:
+        holder.close()
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "is held by process" in last and str(os.getpid()) in last
+    assert "IMGSEARCH_QDRANT__URL" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_data_writes_groups_with_sidecars(tmp_path: Path) -> None:
+    result = run(["demo-data", str(tmp_path / "demo"), "--per-group", "2"], tmp_path / "data")
+    assert result.returncode == 0, result.stderr
+    images = sorted((tmp_path / "demo").rglob("*.jpg"))
+    assert len(images) == 16
+    sidecar = json.loads(images[0].with_suffix(".json").read_text())
+    assert {"title", "published_at", "source_uri"} <= set(sidecar)

@@ -1,0 +1,118 @@
+"""Vector index through qdrant-client: round trips in memory and on disk, filters, the lock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store.index import IndexLocked, IndexUnavailable, PointRecord, VectorIndex, open_local_index
+from store.keys import point_id
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, 2048)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def fill(index: VectorIndex, n: int = 20) -> np.ndarray:
+    vectors = unit_vectors(n)
+    index.upsert(
+        [
+            PointRecord(point_id(f"sha{i}"), vectors[i],
+                        {"sha256": f"sha{i}", "source": "even" if i % 2 == 0 else "odd"})
+            for i in range(n)
+        ]
+    )
+    return vectors
+
+
+@pytest.fixture(params=["memory", "disk"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> VectorIndex:
+    where = ":memory:" if request.param == "memory" else tmp_path / "qdrant"
+    opened = open_local_index(where, "images", upsert_batch=7)
+    yield opened
+    opened.close()
+
+
+def test_query_returns_the_same_vector_first_with_score_one(index: VectorIndex) -> None:
+    vectors = fill(index)
+    hits = index.query(vectors[5], top_k=3)
+    assert hits[0].id == point_id("sha5")
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].payload["sha256"] == "sha5"
+    assert len(hits) == 3
+
+
+def test_upsert_is_idempotent_by_id(index: VectorIndex) -> None:
+    fill(index)
+    fill(index)
+    assert index.count() == 20
+
+
+def test_threshold_and_payload_filter(index: VectorIndex) -> None:
+    vectors = fill(index)
+    assert [h.id for h in index.query(vectors[3], top_k=10, threshold=0.9)] == [point_id("sha3")]
+    odd = index.query(vectors[4], top_k=20, where={"source": "odd"})
+    assert odd and all(h.payload["source"] == "odd" for h in odd)
+
+
+def test_get_existing_and_scroll(index: VectorIndex) -> None:
+    fill(index, 30)
+    assert index.existing([point_id("sha1"), point_id("missing")]) == {point_id("sha1")}
+    assert index.get([point_id("sha2")])[0].payload["sha256"] == "sha2"
+    assert sorted(h.payload["sha256"] for h in index.scroll(page_size=7)) == sorted(
+        f"sha{i}" for i in range(30)
+    )
+    index.delete([point_id("sha1")])
+    assert index.count() == 29
+
+
+def test_disk_index_persists_across_reopen(tmp_path: Path) -> None:
+    first = open_local_index(tmp_path / "q", "images")
+    vectors = fill(first)
+    first.close()
+    again = open_local_index(tmp_path / "q", "images")
+    try:
+        assert again.count() == 20
+        assert again.query(vectors[9], top_k=1)[0].id == point_id("sha9")
+    finally:
+        again.close()
+
+
+def test_a_second_opener_gets_one_sentence_naming_the_holder(tmp_path: Path) -> None:
+    holder = open_local_index(tmp_path / "q", "images")
+    try:
+        with pytest.raises(IndexLocked) as caught:
+            open_local_index(tmp_path / "q", "images")
+        message = str(caught.value)
+        assert "held by process" in message
+        assert "IMGSEARCH_QDRANT__URL" in message
+        assert "\n" not in message
+    finally:
+        holder.close()
+    open_local_index(tmp_path / "q", "images").close()  # released on close
+
+
+def test_euclid_scores_are_distances(tmp_path: Path) -> None:
+    index = open_local_index(":memory:", "images", distance="euclid")
+    vectors = fill(index)
+    hits = index.query(vectors[0], top_k=2)
+    assert not index.higher_is_better
+    assert hits[0].score == pytest.approx(0.0, abs=1e-4)
+    assert hits[1].score > hits[0].score
+
+
+def test_an_unreachable_server_is_one_clear_error(settings: object) -> None:
+    from config import Settings
+    from store.index import open_index
+    from tests.conftest import free_port
+
+    assert isinstance(settings, Settings)
+    settings.qdrant.url = f"http://127.0.0.1:{free_port()}"
+    settings.qdrant.timeout_s = 2
+    index = open_index(settings)
+    with pytest.raises(IndexUnavailable, match="did not answer"):
+        index.count()

@@ -1,0 +1,133 @@
+"""Ingest a folder, re-ingest it, and find each image first when searching with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.runtime import Runtime
+from config import Settings
+from embed.encoder import Encoder
+from ingest.pipeline import Pipeline
+from ingest.sources.folder import FolderSource
+from ingest.state import StateStore
+from search.service import SearchService
+from store.images import LocalImageStore
+from store.index import open_local_index
+from tests.conftest import image_bytes
+
+
+def make_folder(root: Path, n: int = 12) -> Path:
+    (root / "nested" / "deeper").mkdir(parents=True)
+    for i in range(n):
+        folder = root if i % 3 == 0 else root / "nested" if i % 3 == 1 else root / "nested/deeper"
+        fmt = ["JPEG", "PNG", "WEBP"][i % 3]
+        (folder / f"img{i:02d}.{fmt.lower()}").write_bytes(image_bytes(i, fmt))
+    (root / "img00.json").write_text(
+        json.dumps({"title": "Harbour at dawn", "published_at": "Tue, 02 Jan 2024 10:00:00 GMT",
+                    "source_uri": "https://news.example/harbour"})
+    )
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture
+def pipeline(settings: Settings, encoder: Encoder, tmp_path: Path) -> Pipeline:
+    index = open_local_index(":memory:", "images")
+    return Pipeline(
+        settings, index, LocalImageStore(tmp_path / "images"), encoder,
+        StateStore(tmp_path / "state.sqlite", backoff_s=0),
+    )
+
+
+def test_ingest_then_reingest_adds_nothing_and_bad_files_are_reported(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    folder = make_folder(tmp_path / "photos")
+    failures: list[str] = []
+    first = pipeline.run([FolderSource("photos", folder)], on_failure=lambda f: failures.append(
+        f"{f.item.key}: {f.reason}"))
+    total = first.total()
+    assert (total.seen, total.new, total.failed) == (14, 12, 2)
+    assert sorted(f.split(":")[0] for f in failures) == ["broken.jpg", "empty.png"]
+    assert pipeline.index.count() == 12
+    second = pipeline.run([FolderSource("photos", folder)]).total()
+    assert (second.new, second.unchanged, second.duplicate) == (0, 12, 0)
+    assert pipeline.index.count() == 12
+
+
+def test_same_image_under_two_names_is_one_point(pipeline: Pipeline, tmp_path: Path) -> None:
+    folder = tmp_path / "dupes"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (folder / name).write_bytes(image_bytes(42))
+    total = pipeline.run([FolderSource("dupes", folder)]).total()
+    assert (total.new, total.duplicate) == (1, 2)
+    assert pipeline.index.count() == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "copy.jpg").write_bytes(image_bytes(42))
+    assert pipeline.run([FolderSource("other", other)]).total().duplicate == 1
+
+
+def test_each_image_finds_itself_first_with_the_exact_verdict(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    folder = make_folder(tmp_path / "photos", n=9)
+    pipeline.run([FolderSource("photos", folder)])
+    search = SearchService(pipeline.index, pipeline.images, pipeline.encoder)
+    for path in sorted(folder.rglob("img*.*")):
+        if path.suffix == ".json":
+            continue
+        result = search.search_bytes(path.read_bytes(), top_k=5)
+        assert result.in_catalog, path
+        assert result.matches[0].exact
+        assert result.matches[0].score >= 0.999
+        assert result.matches[0].payload["sha256"] == result.query_sha256
+        assert search.thumbnail(result.matches[0])[:2] == b"\xff\xd8"
+        assert search.original(result.matches[0]) == path.read_bytes()
+
+
+def test_payload_has_metadata_from_the_sidecar(pipeline: Pipeline, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "photos", n=3)
+    pipeline.run([FolderSource("photos", folder)])
+    result = SearchService(pipeline.index, pipeline.images, pipeline.encoder).search_bytes(
+        (folder / "img00.jpeg").read_bytes()
+    )
+    payload = result.exact_match.payload if result.exact_match else {}
+    assert payload["title"] == "Harbour at dawn"
+    assert payload["published_at"] == "2024-01-02T10:00:00Z"
+    assert payload["source_uri"] == "https://news.example/harbour"
+    for key in ("sha256", "image_key", "thumbnail_key", "width", "height", "format", "bytes",
+                "source", "ingested_at"):
+        assert key in payload
+    assert (payload["width"], payload["height"], payload["format"]) == (160, 120, "JPEG")
+
+
+def test_an_unknown_image_is_not_in_the_catalog(pipeline: Pipeline, tmp_path: Path) -> None:
+    pipeline.run([FolderSource("photos", make_folder(tmp_path / "photos", n=3))])
+    result = SearchService(pipeline.index, pipeline.images, pipeline.encoder).search_bytes(
+        image_bytes(999)
+    )
+    assert not result.in_catalog
+    assert not any(m.exact for m in result.matches)
+
+
+def test_a_failed_item_is_retried_after_it_is_fixed(settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "later.jpg").write_bytes(b"garbage")
+    runtime = Runtime(settings)
+    try:
+        source = FolderSource("photos", folder)
+        assert runtime.pipeline.run([source]).total().failed == 1
+        assert [e.key for e in runtime.state.quarantine_list()] == ["later.jpg"]
+        (folder / "later.jpg").write_bytes(image_bytes(5))
+        second = runtime.pipeline.run([source]).total()
+        assert (second.new, second.retried) == (1, 1)
+        assert runtime.state.quarantine_list() == []
+    finally:
+        runtime.close()
