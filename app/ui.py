@@ -254,7 +254,10 @@ def run_now(runtime: Runtime) -> None:
 
 
 def _title(payload: dict[str, Any]) -> str:
-    return str(payload.get("title") or payload.get("source_uri") or payload.get("sha256", "?"))
+    if payload.get("title"):
+        return str(payload["title"])
+    uri = str(payload.get("source_uri") or "")
+    return uri.rstrip("/").rsplit("/", 1)[-1] or str(payload.get("sha256", "?"))[:12]
 
 
 main()

@@ -1,0 +1,117 @@
+"""The Streamlit app through AppTest: upload, verdict, grid, and the messages for bad cases."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.runtime import Runtime
+from config import Settings
+from ingest.sources.folder import FolderSource
+from store.index import open_local_index
+from tests.conftest import image_bytes, make_settings
+
+CARD = re.compile(r"^\*\*\d+\. ")
+UI = str(Path(__file__).resolve().parents[1] / "app" / "ui.py")
+
+
+def app_for(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("IMGSEARCH_EMBED__WEIGHTS", "random")
+    monkeypatch.setenv("IMGSEARCH_EMBED__DEVICE", "cpu")
+    return AppTest.from_file(UI, default_timeout=120)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Settings:
+    settings = make_settings(tmp_path / "catalog-data")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(8):
+        (photos / f"photo{i}.jpg").write_bytes(image_bytes(200 + i))
+    (photos / "photo3.json").write_text('{"title": "Flood in the old town", '
+                                        '"source_uri": "https://news.example/flood", '
+                                        '"published_at": "2024-03-01T09:30:00Z"}')
+    runtime = Runtime(settings)
+    try:
+        runtime.pipeline.run([FolderSource("news", photos)])
+    finally:
+        runtime.close()
+    return settings
+
+
+def test_uploading_a_catalog_image_shows_the_verdict_and_it_first(
+    catalog: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(catalog, monkeypatch).run()
+    assert not at.exception
+    assert any("random weights" in w.value for w in at.warning)
+    at.file_uploader[0].set_value(("q.jpg", image_bytes(203), "image/jpeg")).run()
+    assert not at.exception
+    assert [s.value for s in at.success] == [
+        "Already in the catalog: **Flood in the old town** (2024-03-01T09:30:00Z)"
+    ]
+    cards = [m.value for m in at.markdown if CARD.match(m.value)]
+    assert cards[0].startswith("**1. Flood in the old town**")
+    assert "exact match" in cards[0]
+    assert len(cards) == 8
+    assert any("(https://news.example/flood)" in m.value for m in at.markdown)
+
+
+def test_an_image_not_in_the_catalog_says_so(
+    catalog: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(catalog, monkeypatch).run()
+    at.slider(key="top_k").set_value(3).run()
+    at.file_uploader[0].set_value(("new.png", image_bytes(999, "PNG"), "image/png")).run()
+    assert any("Not in the catalog" in i.value for i in at.info)
+    assert len([m for m in at.markdown if CARD.match(m.value)]) == 3
+
+
+def test_an_unreadable_upload_gets_one_sentence(
+    catalog: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(catalog, monkeypatch).run()
+    at.file_uploader[0].set_value(("bad.jpg", b"\xff\xd8\xff garbage", "image/jpeg")).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "This file could not be read as an image: not an image (or a format imgsearch does "
+        "not accept)."
+    ]
+
+
+def test_an_empty_catalog_explains_how_to_ingest(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(settings, monkeypatch).run()
+    assert not at.exception
+    assert any("imgsearch ingest" in i.value for i in at.info)
+
+
+def test_a_held_index_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "held")
+    holder = open_local_index(settings.qdrant_path, "images")
+    try:
+        at = app_for(settings, monkeypatch).run()
+    finally:
+        holder.close()
+    assert not at.exception
+    assert len(at.error) == 1 and "is held by process" in at.error[0].value
+
+
+def test_an_unreachable_index_server_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import free_port
+
+    settings = make_settings(tmp_path / "remote")
+    monkeypatch.setenv("IMGSEARCH_QDRANT__URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("IMGSEARCH_QDRANT__TIMEOUT_S", "2")
+    at = app_for(settings, monkeypatch).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "did not answer" in at.error[0].value
