@@ -26,7 +26,7 @@ class AwsContext:
 
     def client(self, service: str) -> Any:
         """A plain boto3 client, so AWS_ENDPOINT_URL / AWS_PROFILE keep working."""
-        return self.session.client(service, region_name=self.region)  # type: ignore[call-overload]
+        return self.session.client(service, region_name=self.region)
 
     def arn(self, service: str, resource: str, region: str = "", account: str = "") -> str:
         """An ARN in this account's partition (aws, aws-cn, aws-us-gov)."""
@@ -47,9 +47,13 @@ def make_context(settings: Settings, session: boto3.session.Session | None = Non
     """Build the context; the account id comes from STS when settings leave it empty."""
     session = session or boto3.session.Session()
     region = resolve_region(settings, session)
-    identity = session.client("sts", region_name=region).get_caller_identity()
-    account = settings.aws.account_id or identity["Account"]
-    # The caller's ARN names the partition, which every other ARN must share.
-    partition = identity["Arn"].split(":")[1]
+    if settings.aws.account_id:
+        account = settings.aws.account_id
+        partition = session.get_partition_for_region(region)
+    else:
+        identity = session.client("sts", region_name=region).get_caller_identity()
+        account = identity["Account"]
+        # The caller's ARN names the partition, which every other ARN must share.
+        partition = identity["Arn"].split(":")[1]
     names = make_names(settings.aws, region, account)
     return AwsContext(session, region, account, partition, names)

@@ -40,8 +40,7 @@ class Names:
     def owns(self, tags: list[dict[str, str]] | None) -> bool:
         """True when a resource's tags mark it as this deployment's."""
         return any(
-            t.get("Key") == DEPLOYMENT_TAG and t.get("Value") == self.deployment
-            for t in tags or []
+            t.get("Key") == DEPLOYMENT_TAG and t.get("Value") == self.deployment for t in tags or []
         )
 
 
