@@ -91,6 +91,13 @@ class WorkerSettings(BaseModel):
     in_app: Literal["auto", "yes", "no"] = "auto"
 
 
+class AppSettings(BaseModel):
+    """The web app's listening address (defaults of `imgsearch serve`)."""
+
+    address: str = "127.0.0.1"
+    port: int = Field(default=8501, ge=1, le=65535)
+
+
 class AwsSettings(BaseModel):
     """Deployment to the user's own AWS account (ECR + EC2 + S3)."""
 
@@ -130,6 +137,7 @@ class Settings(BaseSettings):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    app: AppSettings = Field(default_factory=AppSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
 
     @field_validator("data_dir")

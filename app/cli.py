@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app.runtime import Runtime, configure_logging
 from config import Settings, get_settings
 from embed.decode import DecodeError
 from embed.encoder import WeightsUnavailable
@@ -18,8 +19,6 @@ from ingest.pipeline import RunInProgress
 from ingest.sources import SourceConfigError
 from store.images import StoreError
 from store.index import IndexUnavailable
-
-from app.runtime import Runtime, configure_logging
 
 log = logging.getLogger("imgsearch")
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -43,8 +42,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             runtime.adhoc_sources(args.locations) if args.locations else runtime.declared_sources()
         )
         if not sources:
-            print("Nothing to ingest: give a folder, file, s3:// prefix or URL, or declare "
-                  "IMGSEARCH_SOURCES.", file=sys.stderr)
+            print(
+                "Nothing to ingest: give a folder, file, s3:// prefix or URL, or declare "
+                "IMGSEARCH_SOURCES.",
+                file=sys.stderr,
+            )
             return 2
 
         def report_failure(failed: Failed) -> None:
@@ -65,8 +67,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
     for failure in report.failures:
         if failure["stage"] == "discover":
-            print(f"source {failure['source']} could not be read: {failure['reason']}",
-                  file=sys.stderr)
+            print(
+                f"source {failure['source']} could not be read: {failure['reason']}",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -111,13 +115,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the Streamlit app (replaces this process)."""
     ui = Path(__file__).with_name("ui.py")
     argv = [
-        sys.executable, "-m", "streamlit", "run", str(ui),
-        "--server.port", str(args.port),
-        "--server.address", args.address,
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-        "--server.maxUploadSize", "50",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ui),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--server.maxUploadSize",
+        "50",
     ]
     os.execv(sys.executable, argv)
     return 0  # pragma: no cover  (execv does not return)
@@ -266,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommand groups that live with their feature (worker, aws)."""
     registers = []
     for module in ("app.worker", "aws.cli"):

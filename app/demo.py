@@ -26,7 +26,10 @@ def sunset(rng: random.Random) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for y in range(SIZE[1]):
         t = y / SIZE[1]
-        draw.line([(0, y), (SIZE[0], y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
+        draw.line(
+            [(0, y), (SIZE[0], y)],
+            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
+        )
     x, r = rng.randint(60, 260), rng.randint(20, 40)
     draw.ellipse([x - r, 170 - r, x + r, 170 + r], fill=_jitter(rng, (255, 220, 120), 15))
     draw.rectangle([0, 190, SIZE[0], SIZE[1]], fill=_jitter(rng, (30, 20, 40), 10))
@@ -88,8 +91,12 @@ def stripes(rng: random.Random) -> Image.Image:
     width = rng.randint(12, 30)
     for offset in range(-SIZE[1], SIZE[0], 2 * width):
         draw.polygon(
-            [(offset, 0), (offset + width, 0), (offset + width + SIZE[1], SIZE[1]),
-             (offset + SIZE[1], SIZE[1])],
+            [
+                (offset, 0),
+                (offset + width, 0),
+                (offset + width + SIZE[1], SIZE[1]),
+                (offset + SIZE[1], SIZE[1]),
+            ],
             fill=b,
         )
     return image

@@ -100,7 +100,7 @@ def search_page(runtime: Runtime, count: int) -> None:
         return
     left, right = st.columns([1, 2])
     with left:
-        st.image(query.image, caption=f"Your image ({query.width}×{query.height})")
+        st.image(query.image, caption=f"Your image ({query.width} x {query.height})")
     with right:
         verdict(result)
     st.subheader("Most similar images")
@@ -141,7 +141,8 @@ def grid(runtime: Runtime, result: SearchResult) -> None:
     for row_start in range(0, len(result.matches), COLUMNS):
         columns = st.columns(COLUMNS)
         for column, (rank, match) in zip(
-            columns, enumerate(result.matches[row_start : row_start + COLUMNS], row_start + 1),
+            columns,
+            enumerate(result.matches[row_start : row_start + COLUMNS], row_start + 1),
             strict=False,
         ):
             with column:
@@ -208,8 +209,10 @@ def runs_page(runtime: Runtime) -> None:
                     "run": r.id,
                     "started": r.started_at,
                     "status": r.status,
-                    **{k: r.report.get("total", {}).get(k, 0)
-                       for k in ("seen", "new", "unchanged", "duplicate", "failed", "retried")},
+                    **{
+                        k: r.report.get("total", {}).get(k, 0)
+                        for k in ("seen", "new", "unchanged", "duplicate", "failed", "retried")
+                    },
                     "seconds": r.report.get("duration_s", 0),
                     "images/s": r.report.get("images_per_s", 0),
                 }
@@ -224,9 +227,16 @@ def runs_page(runtime: Runtime) -> None:
     if entries:
         st.dataframe(
             [
-                {"source": e.source, "item": e.uri, "stage": e.stage, "reason": e.reason,
-                 "attempts": e.attempts, "first seen": e.first_seen, "last seen": e.last_seen,
-                 "next attempt": e.next_attempt}
+                {
+                    "source": e.source,
+                    "item": e.uri,
+                    "stage": e.stage,
+                    "reason": e.reason,
+                    "attempts": e.attempts,
+                    "first seen": e.first_seen,
+                    "last seen": e.last_seen,
+                    "next attempt": e.next_attempt,
+                }
                 for e in entries
             ],
             hide_index=True,

@@ -89,8 +89,8 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> DecodedImage:
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # animated: the first frame stands for the image
             image.load()
-            image = ImageOps.exif_transpose(image) or image
-            rgb = to_rgb(image)
+            upright = ImageOps.exif_transpose(image) or image
+            rgb = to_rgb(upright)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

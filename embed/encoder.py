@@ -44,7 +44,8 @@ class Encoder:
         self.transform = IMAGENET.transforms()
         model.eval()
         if self.device.type == "cpu":
-            model = model.to(memory_format=torch.channels_last)
+            # channels_last is ~25% faster for ResNet convolutions on CPU
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model.to(self.device)
         self._lock = threading.Lock()
         if self.is_random:
@@ -104,7 +105,7 @@ def _pick_device(name: str) -> torch.device:
 
 
 def _headless(model: nn.Module) -> nn.Module:
-    model.fc = nn.Identity()  # type: ignore[assignment]  # keep the 2048-d pooled feature
+    model.fc = nn.Identity()  # keep the 2048-d pooled feature
     return model
 
 
@@ -143,7 +144,9 @@ def _from_file(path: Path) -> tuple[nn.Module, str]:
     try:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise WeightsUnavailable(f"weights file {path} is not a readable state dict: {exc}") from exc
+        raise WeightsUnavailable(
+            f"weights file {path} is not a readable state dict: {exc}"
+        ) from exc
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.items import Failed, FetchError, Fetched, SourceItem
+from ingest.items import Failed, Fetched, FetchError, SourceItem
 
 
 def fetch(item: SourceItem) -> Fetched | Failed:

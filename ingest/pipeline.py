@@ -232,13 +232,22 @@ class Pipeline:
             counts.failed += 1
             item = result.item
             self.state.quarantine(
-                item.source, item.key, item.version, item.meta.source_uri, result.stage,
-                result.reason, result.retryable,
+                item.source,
+                item.key,
+                item.version,
+                item.meta.source_uri,
+                result.stage,
+                result.reason,
+                result.retryable,
             )
             if len(report.failures) < MAX_REPORTED_FAILURES:
                 report.failures.append(
-                    {"source": item.source, "key": item.key, "stage": result.stage,
-                     "reason": result.reason}
+                    {
+                        "source": item.source,
+                        "key": item.key,
+                        "stage": result.stage,
+                        "reason": result.reason,
+                    }
                 )
             log.warning("failed %s (%s): %s", item.meta.source_uri, result.stage, result.reason)
             if on_failure:
@@ -248,7 +257,9 @@ class Pipeline:
             counts.duplicate += 1
             counts.bytes += result.nbytes
             item = result.item
-            self.state.mark_seen(item.source, item.key, item.version, result.sha256, result.point_id)
+            self.state.mark_seen(
+                item.source, item.key, item.version, result.sha256, result.point_id
+            )
             return
         counts.bytes += result.image.nbytes
         if any(s.image.sha256 == result.image.sha256 for s in batch.stored):

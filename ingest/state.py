@@ -1,4 +1,4 @@
-"""Ingestion state beside the index (SQLite): seen items, quarantine, pending writes, run reports."""
+"""Ingestion state beside the index (SQLite): seen items, quarantine, pending writes, runs."""
 
 from __future__ import annotations
 
@@ -143,7 +143,9 @@ class StateStore:
             if source is None:
                 row = db.execute("SELECT COUNT(*) AS n FROM seen").fetchone()
             else:
-                row = db.execute("SELECT COUNT(*) AS n FROM seen WHERE source=?", (source,)).fetchone()
+                row = db.execute(
+                    "SELECT COUNT(*) AS n FROM seen WHERE source=?", (source,)
+                ).fetchone()
         return int(row["n"])
 
     # -- quarantine ---------------------------------------------------------------------------
@@ -176,11 +178,32 @@ class StateStore:
                 "reason=excluded.reason, retryable=excluded.retryable, "
                 "attempts=excluded.attempts, last_seen=excluded.last_seen, "
                 "next_attempt=excluded.next_attempt",
-                (source, key, version, uri, stage, reason, int(retryable), attempts,
-                 first_seen, iso(now), next_attempt),
+                (
+                    source,
+                    key,
+                    version,
+                    uri,
+                    stage,
+                    reason,
+                    int(retryable),
+                    attempts,
+                    first_seen,
+                    iso(now),
+                    next_attempt,
+                ),
             )
         return QuarantineEntry(
-            source, key, version, uri, stage, reason, retryable, attempts, first_seen, iso(now), next_attempt
+            source,
+            key,
+            version,
+            uri,
+            stage,
+            reason,
+            retryable,
+            attempts,
+            first_seen,
+            iso(now),
+            next_attempt,
         )
 
     def quarantined(self, source: str, key: str) -> QuarantineEntry | None:
@@ -233,7 +256,8 @@ class StateStore:
         """Note objects about to be written, so a crash before the upsert can be cleaned up."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO pending(sha256, point_id, keys, created_at) VALUES (?,?,?,?)",
+                "INSERT OR REPLACE INTO pending(sha256, point_id, keys, created_at) "
+                "VALUES (?,?,?,?)",
                 (sha256, point_id, json.dumps(keys), iso(utcnow())),
             )
 
@@ -272,7 +296,10 @@ class StateStore:
             rows = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [
             RunRecord(
-                int(r["id"]), str(r["started_at"]), r["finished_at"], str(r["status"]),
+                int(r["id"]),
+                str(r["started_at"]),
+                r["finished_at"],
+                str(r["status"]),
                 json.loads(r["report"]),
             )
             for r in rows

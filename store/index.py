@@ -259,7 +259,9 @@ def open_local_index(
     """Open an embedded index folder (or ":memory:"); a held folder raises IndexLocked."""
     if str(path) == ":memory:":
         client = QdrantClient(location=":memory:")
-        return VectorIndex(client, collection, distance, where=":memory:", upsert_batch=upsert_batch)
+        return VectorIndex(
+            client, collection, distance, where=":memory:", upsert_batch=upsert_batch
+        )
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     owner_file = folder.with_name(folder.name + ".owner")

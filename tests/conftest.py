@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated settings, generated images, the random-weight encoder, S3 on loopback."""
+"""Shared fixtures: isolated settings, generated images, the encoder, S3 on loopback."""
 
 from __future__ import annotations
 

@@ -28,8 +28,9 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     photos.mkdir()
     for i in range(6):
         (photos / f"shot{i}.png").write_bytes(image_bytes(300 + i, "PNG"))
-    (photos / "shot2.json").write_text('{"title": "Protest on the bridge", '
-                                       '"source_uri": "https://news.example/bridge"}')
+    (photos / "shot2.json").write_text(
+        '{"title": "Protest on the bridge", "source_uri": "https://news.example/bridge"}'
+    )
     runtime = Runtime(settings)
     try:
         runtime.pipeline.run([FolderSource("news", photos)])
@@ -37,11 +38,17 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         runtime.close()  # the app process takes the embedded index next
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
-    env.update(IMGSEARCH_DATA_DIR=str(settings.data_dir), IMGSEARCH_EMBED__WEIGHTS="random",
-               IMGSEARCH_EMBED__DEVICE="cpu")
+    env.update(
+        IMGSEARCH_DATA_DIR=str(settings.data_dir),
+        IMGSEARCH_EMBED__WEIGHTS="random",
+        IMGSEARCH_EMBED__DEVICE="cpu",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -71,9 +78,16 @@ def test_upload_in_a_real_browser_finds_the_image_first(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

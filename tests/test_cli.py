@@ -18,8 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IMGSEARCH_")}
     environ.update(
-        IMGSEARCH_DATA_DIR=str(data_dir), IMGSEARCH_EMBED__WEIGHTS="random",
-        IMGSEARCH_EMBED__BATCH_SIZE="4", IMGSEARCH_LOG_LEVEL="WARNING", **env,
+        IMGSEARCH_DATA_DIR=str(data_dir),
+        IMGSEARCH_EMBED__WEIGHTS="random",
+        IMGSEARCH_EMBED__BATCH_SIZE="4",
+        IMGSEARCH_LOG_LEVEL="WARNING",
+        **env,
     )
     return subprocess.run(
         [*IMGSEARCH, *args], capture_output=True, text=True, env=environ, cwd=ROOT, timeout=300

@@ -1,4 +1,4 @@
-"""Encoder: 2048-d unit vectors, deterministic, batch-invariant, weights from files, clear failures."""
+"""Encoder: 2048-d unit vectors, deterministic, batch-invariant, loads weight files."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_weights_load_from_a_state_dict_file(tmp_path: Path) -> None:
     encoder = Encoder(EmbedSettings(weights=str(path), device="cpu"))
     assert not encoder.is_random
     image = draw_image(3)
-    model.fc = torch.nn.Identity()  # type: ignore[assignment]
+    model.fc = torch.nn.Identity()
     with torch.inference_mode():
         expected = model(encoder.preprocess(image).unsqueeze(0))
     expected = torch.nn.functional.normalize(expected, dim=1).numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ def fill(index: VectorIndex, n: int = 20) -> np.ndarray:
     vectors = unit_vectors(n)
     index.upsert(
         [
-            PointRecord(point_id(f"sha{i}"), vectors[i],
-                        {"sha256": f"sha{i}", "source": "even" if i % 2 == 0 else "odd"})
+            PointRecord(
+                point_id(f"sha{i}"),
+                vectors[i],
+                {"sha256": f"sha{i}", "source": "even" if i % 2 == 0 else "odd"},
+            )
             for i in range(n)
         ]
     )
@@ -30,7 +34,7 @@ def fill(index: VectorIndex, n: int = 20) -> np.ndarray:
 
 
 @pytest.fixture(params=["memory", "disk"])
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> VectorIndex:
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     where = ":memory:" if request.param == "memory" else tmp_path / "qdrant"
     opened = open_local_index(where, "images", upsert_batch=7)
     yield opened

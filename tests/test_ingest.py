@@ -26,8 +26,13 @@ def make_folder(root: Path, n: int = 12) -> Path:
         fmt = ["JPEG", "PNG", "WEBP"][i % 3]
         (folder / f"img{i:02d}.{fmt.lower()}").write_bytes(image_bytes(i, fmt))
     (root / "img00.json").write_text(
-        json.dumps({"title": "Harbour at dawn", "published_at": "Tue, 02 Jan 2024 10:00:00 GMT",
-                    "source_uri": "https://news.example/harbour"})
+        json.dumps(
+            {
+                "title": "Harbour at dawn",
+                "published_at": "Tue, 02 Jan 2024 10:00:00 GMT",
+                "source_uri": "https://news.example/harbour",
+            }
+        )
     )
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     (root / "empty.png").write_bytes(b"")
@@ -38,7 +43,10 @@ def make_folder(root: Path, n: int = 12) -> Path:
 def pipeline(settings: Settings, encoder: Encoder, tmp_path: Path) -> Pipeline:
     index = open_local_index(":memory:", "images")
     return Pipeline(
-        settings, index, LocalImageStore(tmp_path / "images"), encoder,
+        settings,
+        index,
+        LocalImageStore(tmp_path / "images"),
+        encoder,
         StateStore(tmp_path / "state.sqlite", backoff_s=0),
     )
 
@@ -48,8 +56,10 @@ def test_ingest_then_reingest_adds_nothing_and_bad_files_are_reported(
 ) -> None:
     folder = make_folder(tmp_path / "photos")
     failures: list[str] = []
-    first = pipeline.run([FolderSource("photos", folder)], on_failure=lambda f: failures.append(
-        f"{f.item.key}: {f.reason}"))
+    first = pipeline.run(
+        [FolderSource("photos", folder)],
+        on_failure=lambda f: failures.append(f"{f.item.key}: {f.reason}"),
+    )
     total = first.total()
     assert (total.seen, total.new, total.failed) == (14, 12, 2)
     assert sorted(f.split(":")[0] for f in failures) == ["broken.jpg", "empty.png"]
@@ -101,8 +111,17 @@ def test_payload_has_metadata_from_the_sidecar(pipeline: Pipeline, tmp_path: Pat
     assert payload["title"] == "Harbour at dawn"
     assert payload["published_at"] == "2024-01-02T10:00:00Z"
     assert payload["source_uri"] == "https://news.example/harbour"
-    for key in ("sha256", "image_key", "thumbnail_key", "width", "height", "format", "bytes",
-                "source", "ingested_at"):
+    for key in (
+        "sha256",
+        "image_key",
+        "thumbnail_key",
+        "width",
+        "height",
+        "format",
+        "bytes",
+        "source",
+        "ingested_at",
+    ):
         assert key in payload
     assert (payload["width"], payload["height"], payload["format"]) == (160, 120, "JPEG")
 

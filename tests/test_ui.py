@@ -32,9 +32,11 @@ def catalog(tmp_path: Path) -> Settings:
     photos.mkdir()
     for i in range(8):
         (photos / f"photo{i}.jpg").write_bytes(image_bytes(200 + i))
-    (photos / "photo3.json").write_text('{"title": "Flood in the old town", '
-                                        '"source_uri": "https://news.example/flood", '
-                                        '"published_at": "2024-03-01T09:30:00Z"}')
+    (photos / "photo3.json").write_text(
+        '{"title": "Flood in the old town", '
+        '"source_uri": "https://news.example/flood", '
+        '"published_at": "2024-03-01T09:30:00Z"}'
+    )
     runtime = Runtime(settings)
     try:
         runtime.pipeline.run([FolderSource("news", photos)])
@@ -91,9 +93,7 @@ def test_an_empty_catalog_explains_how_to_ingest(
     assert any("imgsearch ingest" in i.value for i in at.info)
 
 
-def test_a_held_index_is_one_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_held_index_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(tmp_path / "held")
     holder = open_local_index(settings.qdrant_path, "images")
     try:
