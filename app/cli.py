@@ -101,6 +101,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         print(verdict, file=sys.stderr)
         return 0
     print(verdict)
+    for seen in result.exact_match.payload.get("also_seen", []) if result.exact_match else []:
+        print(
+            f"     also seen: {_label(seen)}  {seen.get('published_at', '')}  "
+            f"{seen.get('source_uri', '')}"
+        )
     if not result.matches:
         print("No similar images found.")
     for rank, match in enumerate(result.matches, 1):

@@ -134,6 +134,15 @@ def verdict(result: SearchResult) -> None:
         st.markdown(f"Source: [{uri}]({uri})")
     elif uri:
         st.markdown(f"Source: `{uri}`")
+    sightings = p.get("also_seen") or []
+    if sightings:
+        st.markdown(f"**Also seen in {len(sightings)} other place(s):**")
+        for seen in sightings:
+            link = str(seen.get("source_uri", ""))
+            title = seen.get("title") or link.rsplit("/", 1)[-1]
+            when = seen.get("published_at") or seen.get("seen_at", "")
+            shown = f"[{title}]({link})" if link.startswith(("http://", "https://")) else title
+            st.markdown(f"- {shown} · {when} · {seen.get('source', '')}")
 
 
 def grid(runtime: Runtime, result: SearchResult) -> None:
@@ -163,6 +172,8 @@ def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> N
     when = p.get("published_at") or p.get("ingested_at")
     if when:
         st.caption(f"{when} · {p.get('source', '')}")
+    if p.get("also_seen"):
+        st.caption(f"also seen in {len(p['also_seen'])} other place(s)")
     uri = str(p.get("source_uri", ""))
     if uri.startswith(("http://", "https://")):
         st.markdown(f"[Source]({uri})")

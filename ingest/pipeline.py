@@ -31,7 +31,7 @@ from ingest.items import Decoded, Failed, FetchError, Skipped, Source, SourceIte
 from ingest.persist import store
 from ingest.report import RunReport, SourceReport
 from ingest.state import StateStore, iso, utcnow
-from ingest.upsert import upsert
+from ingest.upsert import record_sighting, upsert
 from store.images import ImageStore
 from store.index import IndexUnavailable, VectorIndex
 from store.keys import point_id
@@ -257,6 +257,8 @@ class Pipeline:
             counts.duplicate += 1
             counts.bytes += result.nbytes
             item = result.item
+            # Where an image appears matters as much as the image: keep every other place.
+            record_sighting(self.index, result.point_id, item)
             self.state.mark_seen(
                 item.source, item.key, item.version, result.sha256, result.point_id
             )
@@ -278,6 +280,7 @@ class Pipeline:
         for follower in batch.followers:
             # The same image under another key: it landed with this batch, so it is seen now.
             item = follower.item
+            record_sighting(self.index, follower.point_id, item)
             self.state.mark_seen(
                 item.source, item.key, item.version, follower.image.sha256, follower.point_id
             )

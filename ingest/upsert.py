@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.items import Stored
+from ingest.items import SourceItem, Stored
 from ingest.state import StateStore, iso, utcnow
 from store.index import PointRecord, VectorIndex
 
@@ -44,3 +44,21 @@ def upsert(
         item = stored.item
         state.mark_seen(item.source, item.key, item.version, stored.image.sha256, stored.point_id)
     state.clear_pending([stored.image.sha256 for stored in batch])
+
+
+MAX_SIGHTINGS = 50
+
+
+def record_sighting(index: VectorIndex, point: str, item: SourceItem) -> bool:
+    """Note that an image already in the catalog was seen again elsewhere; True if new."""
+    hits = index.get([point])
+    if not hits:
+        return False
+    payload = hits[0].payload
+    uri = item.meta.source_uri
+    sightings: list[dict[str, Any]] = list(payload.get("also_seen", []))
+    if uri == payload.get("source_uri") or any(s.get("source_uri") == uri for s in sightings):
+        return False
+    sightings.append({**item.meta.as_payload(), "source": item.source, "seen_at": iso(utcnow())})
+    index.set_payload(point, {"also_seen": sightings[-MAX_SIGHTINGS:]})
+    return True

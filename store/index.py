@@ -200,6 +200,12 @@ class VectorIndex:
         )
 
     @_guard
+    def set_payload(self, point: str, payload: Mapping[str, Any]) -> None:
+        """Merge keys into one point's payload."""
+        self.ensure_collection()
+        self.client.set_payload(self.collection, payload=dict(payload), points=[point], wait=True)
+
+    @_guard
     def delete(self, ids: Sequence[str]) -> None:
         """Remove points by id."""
         if ids:

@@ -80,7 +80,16 @@ def test_same_image_under_two_names_is_one_point(pipeline: Pipeline, tmp_path: P
     other = tmp_path / "other"
     other.mkdir()
     (other / "copy.jpg").write_bytes(image_bytes(42))
+    (other / "copy.json").write_text(
+        '{"title": "Republished", "source_uri": "https://b.example/x"}'
+    )
     assert pipeline.run([FolderSource("other", other)]).total().duplicate == 1
+    # Every other place the image appeared is kept on its one point, once each.
+    pipeline.run([FolderSource("other", other)])
+    [hit] = list(pipeline.index.scroll())
+    seen = hit.payload["also_seen"]
+    assert sorted(s["source_uri"].rsplit("/", 1)[-1] for s in seen) == ["b.jpg", "c.jpg", "x"]
+    assert next(s for s in seen if s["source"] == "other")["title"] == "Republished"
 
 
 def test_each_image_finds_itself_first_with_the_exact_verdict(
