@@ -200,12 +200,23 @@ class Pipeline:
             report.failures.append(
                 {"source": source.name, "key": "", "stage": "discover", "reason": reason}
             )
+        except IndexUnavailable:
+            raise
+        except Exception as exc:  # a parser bug in one source must not stop the others
+            log.exception("source %s failed while listing", source.name)
+            reason = f"{type(exc).__name__}: {exc}"
+            report.failures.append(
+                {"source": source.name, "key": "", "stage": "discover", "reason": reason}
+            )
         finally:
             # Finish what was started even when stopping: those items are already fetched.
             while in_flight:
                 self._handle(in_flight.popleft().result(), batch, counts, report, on_failure)
                 bar.update(1)
             self._flush(batch, counts)
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()  # web sources hold an HTTP client
             bar.set_postfix(new=counts.new, dup=counts.duplicate, failed=counts.failed)
 
     def _due(self, item: SourceItem, counts: SourceReport) -> bool:

@@ -49,16 +49,27 @@ def upsert(
 MAX_SIGHTINGS = 50
 
 
-def record_sighting(index: VectorIndex, point: str, item: SourceItem) -> bool:
-    """Note that an image already in the catalog was seen again elsewhere; True if new."""
+def record_sighting(index: VectorIndex, point: str, item: SourceItem) -> None:
+    """An image already in the catalog arrived again: keep where, and any edited metadata."""
     hits = index.get([point])
     if not hits:
-        return False
+        return
     payload = hits[0].payload
+    meta = item.meta.as_payload()
     uri = item.meta.source_uri
+    if uri == payload.get("source_uri"):
+        # The same place with new metadata (an edited sidecar, row or feed entry).
+        changed = {k: v for k, v in meta.items() if payload.get(k) != v}
+        if changed:
+            index.set_payload(point, changed)
+        return
     sightings: list[dict[str, Any]] = list(payload.get("also_seen", []))
-    if uri == payload.get("source_uri") or any(s.get("source_uri") == uri for s in sightings):
-        return False
-    sightings.append({**item.meta.as_payload(), "source": item.source, "seen_at": iso(utcnow())})
+    entry = {**meta, "source": item.source}
+    for existing in sightings:
+        if existing.get("source_uri") == uri:
+            if any(existing.get(k) != v for k, v in entry.items()):
+                existing.update(entry)
+                index.set_payload(point, {"also_seen": sightings})
+            return
+    sightings.append({**entry, "seen_at": iso(utcnow())})
     index.set_payload(point, {"also_seen": sightings[-MAX_SIGHTINGS:]})
-    return True

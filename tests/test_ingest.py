@@ -135,6 +135,19 @@ def test_payload_has_metadata_from_the_sidecar(pipeline: Pipeline, tmp_path: Pat
     assert (payload["width"], payload["height"], payload["format"]) == (160, 120, "JPEG")
 
 
+def test_an_edited_sidecar_updates_the_payload(pipeline: Pipeline, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(image_bytes(77))
+    (folder / "a.json").write_text('{"title": "First caption"}')
+    pipeline.run([FolderSource("photos", folder)])
+    (folder / "a.json").write_text('{"title": "Corrected caption"}')
+    assert pipeline.run([FolderSource("photos", folder)]).total().duplicate == 1
+    [hit] = list(pipeline.index.scroll())
+    assert hit.payload["title"] == "Corrected caption"
+    assert "also_seen" not in hit.payload
+
+
 def test_an_unknown_image_is_not_in_the_catalog(pipeline: Pipeline, tmp_path: Path) -> None:
     pipeline.run([FolderSource("photos", make_folder(tmp_path / "photos", n=3))])
     result = SearchService(pipeline.index, pipeline.images, pipeline.encoder).search_bytes(

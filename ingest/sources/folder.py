@@ -40,10 +40,14 @@ class FolderSource:
     def _item(self, path: Path, key: str) -> SourceItem:
         stat = path.stat()
         meta = read_sidecar(path)
+        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+        sidecar = sidecar_path(path)
+        if sidecar is not None:  # an edited caption is a change too
+            version += f":{sidecar.stat().st_mtime_ns}"
         return SourceItem(
             source=self.name,
             key=key,
-            version=f"{stat.st_size}:{stat.st_mtime_ns}",
+            version=version,
             meta=ItemMeta(
                 source_uri=meta.get("source_uri") or path.resolve().as_uri(),
                 title=meta.get("title"),
@@ -55,17 +59,25 @@ class FolderSource:
         )
 
 
-def read_sidecar(path: Path) -> dict[str, Any]:
-    """Metadata from `NAME.json` (or `NAME.ext.json`) beside the image; {} when absent or bad."""
+def sidecar_path(path: Path) -> Path | None:
+    """The `NAME.json` (or `NAME.ext.json`) beside an image, if there is one."""
     for candidate in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
         if candidate.is_file():
-            try:
-                data = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable sidecar %s: %s", candidate, exc)
-                return {}
-            if not isinstance(data, dict):
-                log.warning("ignoring sidecar %s: not a JSON object", candidate)
-                return {}
-            return {k: str(data[k]) for k in SIDECAR_FIELDS if data.get(k) not in (None, "")}
-    return {}
+            return candidate
+    return None
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """Metadata from the image's sidecar; {} when absent or unreadable."""
+    candidate = sidecar_path(path)
+    if candidate is None:
+        return {}
+    try:
+        data = json.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable sidecar %s: %s", candidate, exc)
+        return {}
+    if not isinstance(data, dict):
+        log.warning("ignoring sidecar %s: not a JSON object", candidate)
+        return {}
+    return {k: str(data[k]) for k in SIDECAR_FIELDS if data.get(k) not in (None, "")}
