@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommand groups that live with their feature (worker, aws)."""
     registers = []
-    for module in ("app.worker", "aws.cli"):
+    for module in ("app.bench", "app.worker", "aws.cli"):
         try:
             imported = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:
