@@ -117,29 +117,33 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the Streamlit app (replaces this process)."""
-    ui = Path(__file__).with_name("ui.py")
-    argv = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ui),
-        "--server.port",
-        str(args.port),
-        "--server.address",
-        args.address,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.fileWatcherType",
-        "none",
-        "--server.maxUploadSize",
-        "50",
-    ]
-    os.execv(sys.executable, argv)
-    return 0  # pragma: no cover  (execv does not return)
+    """Run the Streamlit app in this process (and the daily schedule, when it belongs here)."""
+    from streamlit.web import bootstrap
+
+    from app.worker import runs_in_app, start_in_app_scheduler
+
+    if runs_in_app(settings):
+        # Streamlit runs the page only when a browser connects; the schedule must not wait for
+        # that, so the Runtime is built here and the page reuses it.
+        runtime = Runtime(settings)
+        try:
+            runtime.index.ensure_collection()
+            start_in_app_scheduler(runtime)
+        except USER_ERRORS as exc:
+            log.warning("the daily schedule is not running: %s", exc)  # the page says why
+            runtime.close()
+    flags = {
+        "server_port": args.port or settings.app.port,
+        "server_address": args.address or settings.app.address,
+        "server_headless": True,
+        "browser_gatherUsageStats": False,
+        "server_fileWatcherType": "none",
+        "server_maxUploadSize": 50,
+    }
+    ui = str(Path(__file__).with_name("ui.py"))
+    bootstrap.load_config_options(flag_options=flags)
+    bootstrap.run(ui, False, [], flags)
+    return 0
 
 
 def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
@@ -253,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_search)
 
     p = sub.add_parser("serve", help="run the web app")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="default IMGSEARCH_APP__PORT (8501)")
+    p.add_argument("--address", default="", help="default IMGSEARCH_APP__ADDRESS (127.0.0.1)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("demo-data", help="write a generated demo catalog to DIRECTORY")
@@ -280,23 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("count", help="print the number of images in the catalog")
     p.set_defaults(handler=cmd_count)
 
-    for register in _plugins():
+    # Subcommand groups that live with their feature.
+    from app import bench, worker
+    from aws import cli as aws_cli
+
+    for register in (bench.register, worker.register, aws_cli.register):
         register(sub)
     return parser
-
-
-def _plugins() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Subcommand groups that live with their feature (worker, aws)."""
-    registers = []
-    for module in ("app.bench", "app.worker", "aws.cli"):
-        try:
-            imported = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        registers.append(imported.register)
-    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

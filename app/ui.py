@@ -30,6 +30,11 @@ def get_runtime(settings_json: str) -> Runtime:
     """One Runtime per process and settings: model and index load once."""
     settings = Settings.model_validate_json(settings_json)
     configure_logging(settings.log_level)
+    from app.worker import registered_runtime
+
+    shared = registered_runtime()  # built by `imgsearch serve` for the in-app schedule
+    if shared is not None and shared.settings.model_dump_json() == settings_json:
+        return shared
     runtime = Runtime(settings)
     runtime.index.ensure_collection()
     _ = runtime.encoder

@@ -77,6 +77,11 @@ def register_runtime(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
+def registered_runtime() -> Runtime | None:
+    """The Runtime this process's schedule uses, if any (the app reuses it)."""
+    return _runtime
+
+
 def scheduled_run() -> None:
     """The job the scheduler calls (by reference `app.worker:scheduled_run`)."""
     runtime = _runtime
