@@ -110,6 +110,9 @@ class Pipeline:
     def reconcile(self) -> int:
         """Remove objects written by an interrupted run whose points never landed."""
         removed = 0
+        sweep = getattr(self.images, "sweep_temp", None)
+        if callable(sweep):  # half-written temp files of a killed local write
+            sweep()
         for sha256, pid, keys in self.state.pending():
             if not self.index.existing([pid]):
                 for key in keys:

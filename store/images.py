@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,6 +97,18 @@ class LocalImageStore:
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+    def sweep_temp(self, older_than_s: float = 600) -> int:
+        """Remove temp files left by a killed writer; returns how many."""
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.root.rglob(".tmp-*"):
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def link(self, key: str) -> str | None:
         """Local files have no URL a remote browser could open."""

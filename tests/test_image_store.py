@@ -71,6 +71,21 @@ def test_s3_objects_live_under_the_prefix_and_links_are_presigned(
     assert httpx.get(link or "").content == b"bytes"
 
 
+def test_local_store_sweeps_stale_temp_files(tmp_path: Path) -> None:
+    import os
+
+    store = LocalImageStore(tmp_path / "images")
+    store.put("originals/a.jpg", b"x", "image/jpeg")
+    stale = tmp_path / "images" / "originals" / ".tmp-killed"
+    fresh = tmp_path / "images" / "originals" / ".tmp-writing"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    assert store.sweep_temp(older_than_s=600) == 1
+    assert not stale.exists() and fresh.exists()
+    assert list(store.keys()) == ["originals/a.jpg"]
+
+
 def test_local_store_refuses_keys_outside_its_folder(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path / "images")
     with pytest.raises(StoreError, match="outside"):
