@@ -7,7 +7,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -169,7 +169,19 @@ class StateStore:
             attempts = 1 if row is None else int(row["attempts"]) + 1
             first_seen = iso(now) if row is None else str(row["first_seen"])
             delay = self.backoff_s * 2 ** (attempts - 1)
-            next_attempt = iso(now + timedelta(seconds=delay))
+            entry = QuarantineEntry(
+                source=source,
+                key=key,
+                version=version,
+                uri=uri,
+                stage=stage,
+                reason=reason,
+                retryable=retryable,
+                attempts=attempts,
+                first_seen=first_seen,
+                last_seen=iso(now),
+                next_attempt=iso(now + timedelta(seconds=delay)),
+            )
             db.execute(
                 "INSERT INTO quarantine(source, key, version, uri, stage, reason, retryable, "
                 "attempts, first_seen, last_seen, next_attempt) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
@@ -178,33 +190,9 @@ class StateStore:
                 "reason=excluded.reason, retryable=excluded.retryable, "
                 "attempts=excluded.attempts, last_seen=excluded.last_seen, "
                 "next_attempt=excluded.next_attempt",
-                (
-                    source,
-                    key,
-                    version,
-                    uri,
-                    stage,
-                    reason,
-                    int(retryable),
-                    attempts,
-                    first_seen,
-                    iso(now),
-                    next_attempt,
-                ),
+                (*astuple(entry)[:6], int(entry.retryable), *astuple(entry)[7:]),
             )
-        return QuarantineEntry(
-            source,
-            key,
-            version,
-            uri,
-            stage,
-            reason,
-            retryable,
-            attempts,
-            first_seen,
-            iso(now),
-            next_attempt,
-        )
+        return entry
 
     def quarantined(self, source: str, key: str) -> QuarantineEntry | None:
         """The quarantine entry of an item, if any."""
