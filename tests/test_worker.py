@@ -59,6 +59,27 @@ def _fresh_worker_state() -> Iterator[None]:
     worker.stop_in_app_scheduler()
 
 
+def sigterm_midway(argv: list[str], folder: Path, data: Path) -> tuple[int, str]:
+    """Run argv over 150 images, SIGTERM it after its first batches; (exit code, stderr)."""
+    write_images(folder, 150)
+    child = subprocess.Popen(
+        argv,
+        env=child_env(data, folder),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: state_count(data, "seen") >= 8, timeout=180, what="the first batches")
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child.returncode, stderr
+
+
 def test_a_crontab_line_reads_weekday_numbers_as_cron_does_and_carries_the_jitter() -> None:
     trigger = cron_trigger("0 3 * * 1", "UTC", jitter_s=300)
     sunday = datetime(2026, 1, 4, 12, 0, tzinfo=UTC)
@@ -204,23 +225,8 @@ def test_stopping_the_app_lets_its_scheduled_run_finish_the_batch_and_record_the
     tmp_path: Path,
 ) -> None:
     folder, data = tmp_path / "photos", tmp_path / "data"
-    write_images(folder, 150)
-    child = subprocess.Popen(
-        [sys.executable, "-c", IN_APP_PROCESS],
-        env=child_env(data, folder),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: state_count(data, "seen") >= 8, timeout=180, what="the first batches")
-        child.send_signal(signal.SIGTERM)
-        _, stderr = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, stderr
+    returncode, stderr = sigterm_midway([sys.executable, "-c", IN_APP_PROCESS], folder, data)
+    assert returncode == 0, stderr
     assert state_query(data, "SELECT status FROM runs") == [("interrupted",)]
     seen = {row[0] for row in state_query(data, "SELECT point_id FROM seen")}
     assert 8 <= len(seen) < 150
@@ -284,23 +290,8 @@ def test_sigterm_during_a_long_run_finishes_the_batch_records_the_run_and_exits_
     tmp_path: Path,
 ) -> None:
     folder, data = tmp_path / "photos", tmp_path / "data"
-    write_images(folder, 150)
-    child = subprocess.Popen(
-        [IMGSEARCH, "worker", "--once"],
-        env=child_env(data, folder),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: state_count(data, "seen") >= 8, timeout=180, what="the first batches")
-        child.send_signal(signal.SIGTERM)
-        _, stderr = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode == 0, stderr
+    returncode, stderr = sigterm_midway([IMGSEARCH, "worker", "--once"], folder, data)
+    assert returncode == 0, stderr
 
     [(status,)] = state_query(data, "SELECT status FROM runs")
     assert status == "interrupted"
