@@ -53,6 +53,32 @@ class SearchSettings(BaseModel):
     threshold: float | None = None
 
 
+class VerdictSettings(BaseModel):
+    """The copy verdict: perceptual hash, copy-detection descriptor, geometric verification.
+
+    Where each default comes from is in the README ("How the verdict decides").
+    """
+
+    # PDQ: Meta's published match threshold is a Hamming distance of 31 of 256 bits.
+    pdq_max_distance: int = Field(default=31, ge=0, le=256)
+    # PDQ quality 0..100; Meta's PDQ documentation discards hashes below 50 (flat images).
+    pdq_min_quality: int = Field(default=50, ge=0, le=100)
+    # Rows/columns whose pixels differ from the edge colour by at most this are trimmed.
+    trim_tolerance: int = Field(default=12, ge=0, le=255)
+    # SSCD TorchScript file: "" looks in the torch cache, "off" disables, else a path.
+    sscd_weights: str = ""
+    # SSCD authors: cosine >= 0.75 is about 90% precision on DISC2021.
+    sscd_min_score: float = Field(default=0.75, ge=-1.0, le=1.0)
+    # How many nearest catalog images (by each descriptor) are verified geometrically.
+    candidates: int = Field(default=8, ge=0, le=100)
+    # Geometric verification (ORB + RANSAC, then the aligned overlap is compared).
+    verify_side: int = Field(default=512, ge=128, le=2048)
+    verify_features: int = Field(default=1000, ge=100, le=10000)
+    verify_min_inliers: int = Field(default=20, ge=4)
+    verify_min_correlation: float = Field(default=0.6, ge=-1.0, le=1.0)
+    verify_min_overlap: float = Field(default=0.25, ge=0.0, le=1.0)
+
+
 class FetchSettings(BaseModel):
     """HTTP downloads for web sources."""
 
@@ -134,6 +160,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    verdict: VerdictSettings = Field(default_factory=VerdictSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
