@@ -14,9 +14,11 @@ from app.runtime import Runtime, configure_logging
 from config import Settings, get_settings
 from embed.decode import DecodeError
 from embed.encoder import WeightsUnavailable
+from embed.sscd import SscdUnavailable
 from ingest.items import Failed
 from ingest.pipeline import RunInProgress
 from ingest.sources import SourceConfigError
+from search.service import SearchResult
 from store.images import StoreError
 from store.index import IndexUnavailable
 
@@ -27,6 +29,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 USER_ERRORS = (
     IndexUnavailable,
     WeightsUnavailable,
+    SscdUnavailable,
     StoreError,
     RunInProgress,
     SourceConfigError,
@@ -75,7 +78,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    """Search the catalog with one image file."""
+    """Search the catalog with one image file: the verdict, then the most similar images."""
     path = Path(args.image)
     try:
         data = path.read_bytes()
@@ -91,28 +94,123 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         runtime.close()
-    verdict = (
-        f"The exact image is in the catalog ({_label(result.exact_match.payload)})."
-        if result.exact_match
-        else "The exact image is not in the catalog."
-    )
     if args.json:
         print(json.dumps([m.as_dict() for m in result.matches], indent=2))
-        print(verdict, file=sys.stderr)
+        print(verdict_line(result), file=sys.stderr)
         return 0
-    print(verdict)
-    for seen in result.exact_match.payload.get("also_seen", []) if result.exact_match else []:
+    print_check(str(path), result, matches=True)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """The verdict for each image: same file, edited copy or not in the catalog, and where."""
+    runtime = Runtime(settings)
+    failed = 0
+    try:
+        for name in args.images:
+            try:
+                data = Path(name).read_bytes()
+                result = runtime.search.search_bytes(
+                    data, top_k=args.top_k or settings.search.top_k
+                )
+            except OSError as exc:
+                failed += 1
+                _check_error(name, f"cannot read the file: {exc.strerror or exc}", args.json)
+                continue
+            except DecodeError as exc:
+                failed += 1
+                _check_error(name, f"not a usable image: {exc.reason}", args.json)
+                continue
+            if args.json:
+                sys.stdout.write(json.dumps(result.as_check(name)) + "\n")
+                sys.stdout.flush()
+            else:
+                print_check(name, result, matches=False)
+    finally:
+        runtime.close()
+    return 1 if failed else 0
+
+
+def _check_error(name: str, reason: str, as_json: bool) -> None:
+    log.debug("check %s failed: %s", name, reason)
+    if as_json:
+        sys.stdout.write(json.dumps({"file": name, "error": reason}) + "\n")
+        sys.stdout.flush()
+    else:
+        print(f"{name}: {reason}", file=sys.stderr)
+
+
+def verdict_line(result: SearchResult) -> str:
+    """One sentence: the verdict and its evidence."""
+    verdict = result.verdict
+    first = verdict.first_published
+    if verdict.kind == "none":
+        return "Not in the catalog: no copy of this picture has been seen before."
+    where = ""
+    if first:
+        date = first.get("published_at") or first.get("first_seen") or "an unknown date"
+        where = f" First published {date} by {first.get('source') or '?'}: {_label(first)}"
+        where += f" <{first['source_uri']}>." if first.get("source_uri") else "."
+    what = "the same file" if verdict.kind == "exact" else "an edited copy"
+    evidence = verdict.original.evidence.text if verdict.original else ""
+    return f"Published before: {what} is in the catalog ({evidence}).{where}"
+
+
+def print_check(name: str, result: SearchResult, *, matches: bool) -> None:
+    """The verdict, its evidence, the timeline and (optionally) the similar images, as text."""
+    verdict = result.verdict
+    print(f"{name}: {verdict_line(result)}")
+    for member in verdict.members:
+        print(f"    {member.evidence.text}: {_label(member.payload)} ({member.sha256[:12]})")
+    if verdict.timeline:
+        print("    timeline, earliest first:")
+    for place in verdict.timeline:
+        date = place.get("published_at") or f"first seen {place.get('first_seen') or '?'}"
         print(
-            f"     also seen: {_label(seen)}  {seen.get('published_at', '')}  "
-            f"{seen.get('source_uri', '')}"
+            f"      {date}  {place.get('source') or ''}  {_label(place)}  "
+            f"{place.get('source_uri') or ''}"
         )
+    skipped = {k: v for k, v in verdict.layers.items() if v != "ran" and not v.startswith("ran ")}
+    for layer, why in skipped.items():
+        print(f"    ({layer} {why})")
+    if not matches:
+        return
     if not result.matches:
         print("No similar images found.")
     for rank, match in enumerate(result.matches, 1):
         p = match.payload
-        mark = " (exact)" if match.exact else ""
+        mark = " (exact)" if match.exact else " (copy)" if match.copy else ""
         date = p.get("published_at") or p.get("ingested_at", "")
         print(f"{rank:>3}. {match.score:.4f}{mark}  {_label(p)}  {date}  {p.get('source_uri', '')}")
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    """Compute missing or outdated descriptors of every catalog image from its stored original."""
+    from tqdm import tqdm
+
+    from ingest.reindex import reindex
+
+    runtime = Runtime(settings, accept_relabel=args.rebuild)
+    try:
+        descriptors = runtime.descriptors
+        targets = args.descriptor or args.rebuild or None
+        with tqdm(disable=not sys.stderr.isatty(), unit="img") as bar:
+            report = reindex(
+                runtime.index,
+                runtime.images,
+                descriptors,
+                targets,
+                batch_size=settings.embed.batch_size,
+                progress=bar.update,
+            )
+    except ValueError as exc:
+        print(f"{exc}.", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
+    print(f"reindex: {report.summary()}")
+    for failure in report.failed[:20]:
+        print(f"failed  {failure['id']}: {failure['reason']}", file=sys.stderr)
     return 0
 
 
@@ -148,8 +246,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
     """Write the generated demo catalog."""
-    from app.demo import write_demo_catalog
+    from app.demo import write_demo_catalog, write_sample_photos
 
+    if args.photos:
+        try:
+            count = write_sample_photos(Path(args.directory))
+        except RuntimeError as exc:
+            print(f"Cannot write the sample photos: {exc}.", file=sys.stderr)
+            return 2
+        print(f"wrote {count} sample photographs to {args.directory}")
+        return 0
     count = write_demo_catalog(Path(args.directory), per_group=args.per_group)
     print(f"wrote {count} demo images with sidecar metadata to {args.directory}")
     return 0
@@ -256,6 +362,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_search)
 
+    p = sub.add_parser(
+        "check", help="is IMAGE in the catalog (same file or edited copy), and where was it first"
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=0, help="similar images listed with --json")
+    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser(
+        "reindex", help="compute missing descriptors of catalog images from their originals"
+    )
+    p.add_argument(
+        "--descriptor", action="append", default=[], help="only this descriptor (repeatable)"
+    )
+    p.add_argument(
+        "--rebuild",
+        action="append",
+        default=[],
+        help="recompute this descriptor with the configured model (after changing the model)",
+    )
+    p.set_defaults(handler=cmd_reindex)
+
     p = sub.add_parser("serve", help="run the web app")
     p.add_argument("--port", type=int, default=0, help="default IMGSEARCH_APP__PORT (8501)")
     p.add_argument("--address", default="", help="default IMGSEARCH_APP__ADDRESS (127.0.0.1)")
@@ -264,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write a generated demo catalog to DIRECTORY")
     p.add_argument("directory")
     p.add_argument("--per-group", type=int, default=40)
+    p.add_argument(
+        "--photos", action="store_true", help="write scikit-image's bundled photographs instead"
+    )
     p.set_defaults(handler=cmd_demo_data)
 
     p = sub.add_parser("runs", help="list recent ingestion runs")
@@ -285,10 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_count)
 
     # Subcommand groups that live with their feature.
-    from app import bench, worker
+    from app import bench, evaluate, worker
     from aws import cli as aws_cli
 
-    for register in (bench.register, worker.register, aws_cli.register):
+    for register in (bench.register, evaluate.register, worker.register, aws_cli.register):
         register(sub)
     return parser
 

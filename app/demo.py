@@ -162,3 +162,49 @@ def write_demo_catalog(directory: Path, per_group: int = 40, seed: int = 7) -> i
             (folder / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
             count += 1
     return count
+
+
+# Real photographs bundled inside scikit-image's wheel (no download); `cat` repeats `chelsea`.
+SAMPLE_PHOTOS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "text",
+)
+SAMPLE_FILES = ("motorcycle_left.png", "motorcycle_right.png", "clock_motion.png", "color.png")
+
+
+def write_sample_photos(directory: Path) -> int:
+    """Write scikit-image's bundled photographs as JPEG files; RuntimeError if not installed."""
+    try:
+        import skimage
+        import skimage.data
+    except ImportError as exc:
+        raise RuntimeError(
+            "the sample photos come with scikit-image: pip install scikit-image"
+        ) from exc
+    directory.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for name in SAMPLE_PHOTOS:
+        pixels = getattr(skimage.data, name)()
+        Image.fromarray(pixels).convert("RGB").save(directory / f"{name}.jpg", quality=95)
+        count += 1
+    folder = Path(skimage.__file__).parent / "data"
+    for filename in SAMPLE_FILES:
+        if (folder / filename).is_file():
+            with Image.open(folder / filename) as image:
+                image.convert("RGB").save(directory / f"{Path(filename).stem}.jpg", quality=95)
+            count += 1
+    return count

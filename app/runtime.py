@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from functools import cached_property
 
 from config import Settings
+from embed.descriptors import Descriptors, build_descriptors, specs
 from embed.encoder import Encoder, load_encoder
+from embed.sscd import SscdEncoder, load_sscd
 from ingest.items import Source
 from ingest.pipeline import Pipeline
 from ingest.sources import adhoc_source, make_source
@@ -20,13 +22,14 @@ from store.index import VectorIndex, open_index
 class Runtime:
     """Heavy objects built lazily, once, and shared by whatever this process runs."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, accept_relabel: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.accept_relabel = tuple(accept_relabel)  # descriptors `reindex --rebuild` recomputes
 
     @cached_property
     def index(self) -> VectorIndex:
         """The vector index (opening it takes the embedded folder's lock)."""
-        return open_index(self.settings)
+        return open_index(self.settings, specs(self.settings))
 
     @cached_property
     def images(self) -> ImageStore:
@@ -37,6 +40,18 @@ class Runtime:
     def encoder(self) -> Encoder:
         """The encoder (the model loads here, once per process)."""
         return load_encoder(self.settings.embed)
+
+    @cached_property
+    def sscd(self) -> SscdEncoder | None:
+        """The SSCD copy-detection model, when its weights are configured or cached."""
+        return load_sscd(self.settings.verdict.sscd_weights, str(self.encoder.device))
+
+    @cached_property
+    def descriptors(self) -> Descriptors:
+        """Every descriptor this process computes; the catalog is checked against their models."""
+        descriptors = build_descriptors(self.settings, self.encoder, self.sscd)
+        self.index.check_labels(descriptors.labels, self.accept_relabel)
+        return descriptors
 
     @cached_property
     def state(self) -> StateStore:
@@ -50,12 +65,12 @@ class Runtime:
     @cached_property
     def pipeline(self) -> Pipeline:
         """The ingestion pipeline."""
-        return Pipeline(self.settings, self.index, self.images, self.encoder, self.state)
+        return Pipeline(self.settings, self.index, self.images, self.descriptors, self.state)
 
     @cached_property
     def search(self) -> SearchService:
         """The search service."""
-        return SearchService(self.index, self.images, self.encoder)
+        return SearchService(self.index, self.images, self.descriptors, self.settings.verdict)
 
     def declared_sources(self) -> list[Source]:
         """The sources declared in settings (what the daily job parses)."""

@@ -15,6 +15,7 @@ from app.runtime import Runtime, configure_logging
 from config import Settings, get_settings
 from embed.decode import DecodedImage, DecodeError, decode_image
 from embed.encoder import WeightsUnavailable
+from embed.sscd import SscdUnavailable
 from ingest.pipeline import RunInProgress
 from search.service import Match, SearchResult
 from store.images import StoreError
@@ -37,7 +38,7 @@ def get_runtime(settings_json: str) -> Runtime:
         return shared
     runtime = Runtime(settings)
     runtime.index.ensure_collection()
-    _ = runtime.encoder
+    _ = runtime.descriptors  # loads the models and checks them against the catalog's
     try:
         from app.worker import start_in_app_scheduler
     except ModuleNotFoundError:  # the worker feature is optional for the UI
@@ -55,7 +56,7 @@ def main() -> None:
     try:
         runtime = get_runtime(settings.model_dump_json())
         count = runtime.search.count()
-    except (IndexUnavailable, WeightsUnavailable, StoreError) as exc:
+    except (IndexUnavailable, WeightsUnavailable, SscdUnavailable, StoreError) as exc:
         log.exception("start-up failed")
         st.error(str(exc))
         st.stop()
@@ -103,11 +104,7 @@ def search_page(runtime: Runtime, count: int) -> None:
         log.exception("search failed")
         st.error(str(exc))
         return
-    left, right = st.columns([1, 2])
-    with left:
-        st.image(query.image, caption=f"Your image ({query.width} x {query.height})")
-    with right:
-        verdict(result)
+    verdict(runtime, query, result)
     st.subheader("Most similar images")
     if not result.matches:
         st.write("No similar images found." if count else "Nothing to compare with yet.")
@@ -126,41 +123,77 @@ def _search(
     return cache[key]
 
 
-def verdict(result: SearchResult) -> None:
-    """Say whether the exact image is already in the catalog, and where it came from."""
-    if result.exact_match is None:
-        st.info("Not in the catalog: this exact image has not been seen before.")
-        return
-    p = result.exact_match.payload
-    when = p.get("published_at") or p.get("ingested_at", "")
-    st.success(f"Already in the catalog: **{_title(p)}** ({when})")
-    uri = str(p.get("source_uri", ""))
-    if uri.startswith(("http://", "https://")):
-        st.markdown(f"Source: [{uri}]({uri})")
-    elif uri:
-        st.markdown(f"Source: `{uri}`")
-    sightings = p.get("also_seen") or []
-    if sightings:
-        st.markdown(f"**Also seen in {len(sightings)} other place(s):**")
-        for seen in sightings:
-            link = str(seen.get("source_uri", ""))
-            title = seen.get("title") or link.rsplit("/", 1)[-1]
-            when = seen.get("published_at") or seen.get("seen_at", "")
-            shown = f"[{title}]({link})" if link.startswith(("http://", "https://")) else title
-            st.markdown(f"- {shown} · {when} · {seen.get('source', '')}")
+def verdict(runtime: Runtime, query: DecodedImage, result: SearchResult) -> None:
+    """The verdict panel: published before or not, the evidence, side by side, the timeline."""
+    found = result.verdict
+    original = found.original
+    first = found.first_published
+    if original is None:
+        st.info("Not in the catalog: no copy of this picture has been seen before.")
+        st.image(query.image, caption=f"Your image ({query.width} x {query.height})", width=320)
+    else:
+        if first:
+            when = first.get("published_at") or f"first seen {first.get('first_seen') or '?'}"
+            source = first.get("source") or _title(first)
+            st.success(f"**Published before:** first on {when} by {source}")
+            link = str(first.get("source_uri") or "")
+            if link.startswith(("http://", "https://")):
+                st.markdown(f"First publication: [{_title(first)}]({link})")
+            elif link:
+                st.markdown(f"First publication: `{link}`")
+        kind = "Same file" if found.kind == "exact" else "Edited copy"
+        st.markdown(f"**{kind}** · evidence: {original.evidence.text}")
+        left, right = st.columns(2)
+        with left:
+            st.image(query.image, caption=f"Your image ({query.width} x {query.height})")
+        with right:
+            try:
+                st.image(
+                    runtime.search.preview(original.payload),
+                    caption=f"In the catalog: {_title(original.payload)}",
+                )
+            except (StoreError, DecodeError):
+                log.warning("original of %s unavailable", original.id, exc_info=True)
+                st.caption("(the catalog's copy is unavailable)")
+        if len(found.members) > 1:
+            st.caption(f"{len(found.members)} images in the catalog are this picture.")
+        st.markdown("**Timeline** (every place it was published, earliest first)")
+        st.dataframe(
+            [
+                {
+                    "published": place.get("published_at") or "",
+                    "first seen": place.get("first_seen") or "",
+                    "title": place.get("title") or "",
+                    "source": place.get("source") or "",
+                    "link": place.get("source_uri") or "",
+                }
+                for place in found.timeline
+            ],
+            hide_index=True,
+            column_config={"link": st.column_config.LinkColumn("link")},
+        )
+    skipped = {k: v for k, v in found.layers.items() if not v.startswith("ran")}
+    if skipped:
+        st.caption(" · ".join(f"{layer}: {why}" for layer, why in skipped.items()))
 
 
 def grid(runtime: Runtime, result: SearchResult) -> None:
-    """The matches: thumbnail, score, title, date, links."""
-    for row_start in range(0, len(result.matches), COLUMNS):
+    """One card per picture (copies folded under it): thumbnail, score, title, date, links."""
+    for row_start in range(0, len(result.cards), COLUMNS):
         columns = st.columns(COLUMNS)
-        for column, (rank, match) in zip(
+        for column, (rank, folded) in zip(
             columns,
-            enumerate(result.matches[row_start : row_start + COLUMNS], row_start + 1),
+            enumerate(result.cards[row_start : row_start + COLUMNS], row_start + 1),
             strict=False,
         ):
             with column:
-                card(runtime, rank, match, result.higher_is_better)
+                card(runtime, rank, folded.lead, result.higher_is_better)
+                if folded.copies:
+                    with st.expander(f"{len(folded.copies)} more cop(ies) of this picture"):
+                        for match in folded.copies:
+                            p = match.payload
+                            when = p.get("published_at") or p.get("ingested_at") or ""
+                            st.caption(f"{_title(p)} · {when} · score {match.score:.4f}")
 
 
 def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> None:
@@ -172,7 +205,7 @@ def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> N
         log.warning("thumbnail missing for %s", match.id, exc_info=True)
         st.caption("(thumbnail unavailable)")
     label = "score" if higher_is_better else "distance"
-    exact = " · exact match" if match.exact else ""
+    exact = " · same file" if match.exact else " · edited copy" if match.copy else ""
     st.markdown(f"**{rank}. {_title(p)}**  \n{label} {match.score:.4f}{exact}")
     when = p.get("published_at") or p.get("ingested_at")
     if when:

@@ -160,3 +160,34 @@ def _stretch(array: np.ndarray) -> np.ndarray:
     if top <= low:
         return np.zeros_like(array)
     return (array - low) * (255.0 / (top - low))
+
+
+def decode_preview(data: bytes, side: int, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An upright RGB copy whose long side is at most `side`, decoding no more than needed.
+
+    JPEGs are decoded at a reduced scale (libjpeg's DCT scaling via `draft`), so a 24-megapixel
+    original costs a fraction of a full decode. Raises DecodeError like decode_image.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DecodeError(f"decompression bomb: {width}x{height} pixels")
+            if image.format in ("JPEG", "MPO"):
+                image.draft("RGB", (side, side))
+            image.load()
+            upright = to_rgb(ImageOps.exif_transpose(image) or image)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise DecodeError("not an image (or a format imgsearch does not accept)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DecodeError(f"corrupt image ({str(exc) or type(exc).__name__})") from exc
+    if max(upright.size) > side:
+        upright = upright.copy() if upright is image else upright
+        upright.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return upright

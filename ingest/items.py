@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import torch
 
 from embed.decode import DecodedImage
 
@@ -40,7 +38,7 @@ class SourceItem:
     """discover -> fetch: one thing a source offers, with a way to get its bytes."""
 
     source: str
-    key: str  # stable identity inside the source (path, S3 key, image URL)
+    key: str  # stable identity inside the source (path, S3 key, image URL + page URL)
     version: str  # changes when the item changes (size+mtime, ETag, content hash)
     meta: ItemMeta
     fetch: Callable[[], bytes] = field(compare=False, repr=False)
@@ -65,14 +63,14 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Stored:
-    """store -> embed: originals and thumbnail written, pixels preprocessed for the model."""
+    """store -> embed: originals and thumbnail written, each descriptor's per-image work done."""
 
     item: SourceItem
     image: DecodedImage
     point_id: str
     image_key: str
     thumbnail_key: str
-    tensor: torch.Tensor = field(repr=False, compare=False)
+    prepared: Mapping[str, Any] = field(repr=False, compare=False)  # by descriptor name
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""Stage store: Decoded -> Stored (original + thumbnail written, pixels preprocessed)."""
+"""Stage store: Decoded -> Stored (original + thumbnail written, descriptors prepared)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import torch
 from PIL import Image
 
 from ingest.items import Decoded, Failed, Stored
@@ -17,7 +17,7 @@ def store(
     decoded: Decoded,
     images: ImageStore,
     state: StateStore,
-    preprocess: Callable[[Image.Image], torch.Tensor],
+    prepare: Callable[[Image.Image], Mapping[str, Any]],
     thumbnail_px: int,
 ) -> Stored | Failed:
     """Write the original and its thumbnail under content addresses, noted as pending first."""
@@ -33,4 +33,4 @@ def store(
         images.put(tkey, make_thumbnail(image.image, thumbnail_px), "image/jpeg")
     except StoreError as exc:
         return Failed(decoded.item, "store", str(exc))
-    return Stored(decoded.item, image, pid, okey, tkey, preprocess(image.image))
+    return Stored(decoded.item, image, pid, okey, tkey, prepare(image.image))

@@ -24,14 +24,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from config import Settings
-from embed.encoder import Encoder
+from embed.descriptors import Descriptors
 from ingest.decode import decode
 from ingest.fetch import fetch
 from ingest.items import Decoded, Failed, FetchError, Skipped, Source, SourceItem, Stored
 from ingest.persist import store
 from ingest.report import RunReport, SourceReport
+from ingest.sightings import record_sighting
 from ingest.state import StateStore, iso, utcnow
-from ingest.upsert import record_sighting, upsert
+from ingest.upsert import upsert
 from store.images import ImageStore
 from store.index import IndexUnavailable, VectorIndex
 from store.keys import point_id
@@ -58,13 +59,13 @@ class Pipeline:
         settings: Settings,
         index: VectorIndex,
         images: ImageStore,
-        encoder: Encoder,
+        descriptors: Descriptors,
         state: StateStore,
     ) -> None:
         self.settings = settings
         self.index = index
         self.images = images
-        self.encoder = encoder
+        self.descriptors = descriptors
         self.state = state
 
     # -- public -------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class Pipeline:
             decoded,
             self.images,
             self.state,
-            self.encoder.preprocess,
+            self.descriptors.prepare,
             self.settings.storage.thumbnail_px,
         )
 
@@ -289,15 +290,24 @@ class Pipeline:
     def _flush(self, batch: _Batch, counts: SourceReport) -> None:
         if not batch.stored:
             return
-        vectors = self.encoder.embed_tensors([s.tensor for s in batch.stored])
-        upsert(batch.stored, vectors, self.index, self.state)
-        for follower in batch.followers:
-            # The same image under another key: it landed with this batch, so it is seen now.
+        # A worker may have found an image absent before an earlier batch of this run landed it:
+        # upserting it again would replace that first place's payload, so it is a sighting.
+        landed = self.index.existing([s.point_id for s in batch.stored])
+        fresh = [s for s in batch.stored if s.point_id not in landed]
+        again = [s for s in batch.stored if s.point_id in landed]
+        if fresh:
+            vectors = self.descriptors.compute([s.prepared for s in fresh])
+            upsert(fresh, vectors, self.descriptors.labels, self.index, self.state)
+        for follower in again + batch.followers:
+            # The same image under another key: its point has landed, so it is seen now.
             item = follower.item
             record_sighting(self.index, follower.point_id, item)
             self.state.mark_seen(
                 item.source, item.key, item.version, follower.image.sha256, follower.point_id
             )
-        counts.new += len(batch.stored)
+        # Their objects were rewritten under the same content addresses: nothing to remove.
+        self.state.clear_pending([s.image.sha256 for s in again])
+        counts.new += len(fresh)
+        counts.duplicate += len(again)
         batch.stored.clear()
         batch.followers.clear()

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from config import Settings
+from embed.descriptors import Descriptors, build_descriptors, specs
 from embed.encoder import Encoder, load_encoder
+from store.index import VectorIndex, open_local_index
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +55,27 @@ def encoder() -> Encoder:
     from config import EmbedSettings
 
     return load_encoder(EmbedSettings(weights="random", batch_size=8, device="cpu"))
+
+
+def open_catalog(where: Path | str, settings: Settings) -> VectorIndex:
+    """An embedded index declaring every descriptor of these settings, as the runtime opens it."""
+    return open_local_index(where, settings.qdrant.collection, specs=specs(settings))
+
+
+def make_descriptors(settings: Settings, encoder: Encoder) -> Descriptors:
+    """The descriptor registry for these settings, on the session's encoder (no SSCD)."""
+    return build_descriptors(settings, encoder)
+
+
+def photo(name: str) -> Image.Image:
+    """A real photograph bundled with scikit-image (a dev dependency), as RGB."""
+    import warnings
+
+    import skimage.data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
 
 
 def draw_image(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:

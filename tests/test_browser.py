@@ -96,10 +96,10 @@ def test_upload_in_a_real_browser_finds_the_image_first(
             page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
                 str(query)
             )
-            expect(page.get_by_text("Already in the catalog")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Published before")).to_be_visible(timeout=60_000)
             first = page.get_by_text("1. Protest on the bridge")
             expect(first).to_be_visible()
-            expect(page.get_by_text("exact match").first).to_be_visible()
+            expect(page.get_by_text("same file").first).to_be_visible()
             page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
         finally:
             browser.close()

@@ -56,7 +56,7 @@ def test_ingest_and_search_json_end_to_end(tmp_path: Path) -> None:
     assert "is in the catalog" in found.stderr
 
     text = run(["search", str(photos / "p3.jpg")], data)
-    assert text.stdout.startswith("The exact image is in the catalog")
+    assert "Published before: the same file is in the catalog" in text.stdout
 
     catalog = run(["catalog", "--json"], data)
     lines = [json.loads(line) for line in catalog.stdout.splitlines()]
@@ -93,3 +93,45 @@ def test_demo_data_writes_groups_with_sidecars(tmp_path: Path) -> None:
     assert len(images) == 16
     sidecar = json.loads(images[0].with_suffix(".json").read_text())
     assert {"title", "published_at", "source_uri"} <= set(sidecar)
+
+
+def test_check_answers_each_image_as_one_json_line_and_a_bad_file_does_not_stop_it(
+    tmp_path: Path,
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"p{i}.png").write_bytes(image_bytes(200 + i, fmt="PNG", size=(320, 240)))
+    data = tmp_path / "data"
+    assert run(["ingest", str(photos)], data).returncode == 0
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 nope")
+    done = run(
+        [
+            "check",
+            "--json",
+            str(photos / "p1.png"),
+            str(tmp_path / "broken.jpg"),
+            str(tmp_path / "missing.jpg"),
+        ],
+        data,
+    )
+    assert done.returncode == 1  # some files could not be checked
+    assert "Traceback" not in done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [
+        str(photos / "p1.png"),
+        str(tmp_path / "broken.jpg"),
+        str(tmp_path / "missing.jpg"),
+    ]
+    first = lines[0]
+    assert first["verdict"] == "exact"
+    assert first["original"]["payload"]["source_uri"].endswith("p1.png")
+    assert first["evidence"]["text"] == "same file"
+    assert set(first["timeline"][0]) >= {"published_at", "title", "source", "source_uri", "sha256"}
+    assert first["matches"] and "score" in first["matches"][0]
+    assert "not a usable image" in lines[1]["error"]
+    assert "cannot read" in lines[2]["error"]
+
+    text = run(["check", str(photos / "p2.png")], data)
+    assert text.returncode == 0
+    assert "Published before: the same file is in the catalog (same file)" in text.stdout

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.index import IndexLocked, IndexUnavailable, PointRecord, VectorIndex, open_local_index
+from store.index import (
+    CatalogMismatch,
+    IndexLocked,
+    IndexUnavailable,
+    PointRecord,
+    VectorIndex,
+    VectorSpec,
+    open_local_index,
+)
 from store.keys import point_id
 
 
@@ -24,7 +32,7 @@ def fill(index: VectorIndex, n: int = 20) -> np.ndarray:
         [
             PointRecord(
                 point_id(f"sha{i}"),
-                vectors[i],
+                {"image": vectors[i]},
                 {"sha256": f"sha{i}", "source": "even" if i % 2 == 0 else "odd"},
             )
             for i in range(n)
@@ -120,3 +128,112 @@ def test_an_unreachable_server_is_one_clear_error(settings: object) -> None:
     index = open_index(settings)
     with pytest.raises(IndexUnavailable, match="did not answer"):
         index.count()
+
+
+# -- named descriptors, the collection's record, migration ----------------------------------------
+SPECS = [
+    VectorSpec("image", 2048, "cosine"),
+    VectorSpec("pdq", 256, "manhattan"),
+    VectorSpec("sscd", 512, "cosine"),
+]
+
+
+def test_the_pdq_vector_distance_is_the_hamming_distance() -> None:
+    index = open_local_index(":memory:", "images", specs=SPECS)
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2, size=(5, 256)).astype(np.float32)
+    index.upsert([PointRecord(point_id(f"p{i}"), {"pdq": bits[i]}, {"n": i}) for i in range(5)])
+    query = bits[2].copy()
+    query[:14] = 1 - query[:14]  # 14 bits flipped
+    (hit,) = index.query(query, using="pdq", top_k=1)
+    assert hit.payload["n"] == 2
+    assert hit.score == pytest.approx(14.0)
+    assert index.query(query, using="pdq", top_k=5, threshold=13) == []
+
+
+def test_a_point_may_lack_a_descriptor_and_still_answer_the_others() -> None:
+    index = open_local_index(":memory:", "images", specs=SPECS)
+    vectors = unit_vectors(2)
+    index.upsert(
+        [
+            PointRecord(point_id("a"), {"image": vectors[0]}, {}),
+            PointRecord(point_id("b"), {"image": vectors[1], "sscd": vectors[1][:512]}, {}),
+        ]
+    )
+    assert [h.id for h in index.query(vectors[1][:512], using="sscd", top_k=5)] == [point_id("b")]
+    index.update_vectors({point_id("a"): {"sscd": vectors[0][:512]}})
+    (hit,) = index.get([point_id("a")], with_vectors=["sscd"])
+    assert hit.vectors["sscd"].shape == (512,)
+
+
+def test_the_collection_records_its_models_and_refuses_another(tmp_path: Path) -> None:
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    index.check_labels({"image": "ResNet50 imagenet", "pdq": "PDQ"})
+    index.close()
+    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert again.recorded_labels() == {"image": "ResNet50 imagenet", "pdq": "PDQ"}
+    with pytest.raises(CatalogMismatch, match=r"image vectors were made by ResNet50 imagenet"):
+        again.check_labels({"image": "ResNet50 random (seeded)", "pdq": "PDQ"})
+    again.check_labels({"image": "ResNet50 imagenet", "pdq": "PDQ", "sscd": "sscd file"})
+    assert again.recorded_labels()["sscd"] == "sscd file"  # a new model is recorded
+    again.check_labels({"image": "ResNet50 v2"}, accept_relabel=["image"])  # reindex --rebuild
+    assert again.recorded_labels()["image"] == "ResNet50 v2"
+    again.close()
+
+
+def test_opening_with_another_distance_refuses_in_one_sentence(tmp_path: Path) -> None:
+    first = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert first.count() == 0  # the collection now exists
+    first.close()
+    other = [VectorSpec("image", 2048, "euclid"), *SPECS[1:]]
+    index = open_local_index(tmp_path / "q", "images", specs=other)
+    with pytest.raises(CatalogMismatch, match="cosine distance") as caught:
+        index.count()
+    assert "\n" not in str(caught.value)
+    index.close()
+
+
+def test_a_catalog_of_the_previous_version_is_migrated_with_every_point(tmp_path: Path) -> None:
+    from qdrant_client import QdrantClient, models
+
+    # The previous version: one unnamed-model "image" vector, no metadata.
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection(
+        "images",
+        vectors_config={"image": models.VectorParams(size=2048, distance=models.Distance.COSINE)},
+    )
+    vectors = unit_vectors(300)
+    client.upsert(
+        "images",
+        points=[
+            models.PointStruct(id=point_id(f"s{i}"), vector={"image": v.tolist()}, payload={"i": i})
+            for i, v in enumerate(vectors)
+        ],
+    )
+    client.close()
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert index.count() == 300
+    hits = index.query(vectors[7], top_k=1)
+    assert hits[0].payload == {"i": 7}
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    index.check_labels({"image": "ResNet50 random (seeded)"})  # schema 1 recorded none
+    index.close()
+    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert again.count() == 300
+    assert again.recorded_labels() == {"image": "ResNet50 random (seeded)"}
+    again.close()
+
+
+def test_a_migration_killed_after_dropping_the_old_collection_finishes(tmp_path: Path) -> None:
+    first = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    vectors = unit_vectors(10)
+    first.upsert([PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {}) for i in range(10)])
+    # Simulate the moment between "copy into the temporary collection" and "recreate".
+    first._create("images__migrating", {})
+    first._copy("images", "images__migrating")
+    first.client.delete_collection("images")
+    first.close()
+    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert again.count() == 10
+    assert not again.client.collection_exists("images__migrating")
+    again.close()

@@ -17,8 +17,7 @@ from ingest.sources import make_source
 from ingest.sources.s3 import S3Source
 from ingest.state import StateStore
 from store.images import LocalImageStore, make_s3_client
-from store.index import open_local_index
-from tests.conftest import image_bytes, make_settings
+from tests.conftest import image_bytes, make_descriptors, make_settings, open_catalog
 
 
 @pytest.fixture
@@ -130,9 +129,10 @@ def test_an_object_over_the_size_cap_is_refused_without_downloading(
 
 @pytest.fixture
 def pipeline(tmp_path: Path, encoder: Encoder, settings: Settings) -> Iterator[Pipeline]:
-    index = open_local_index(":memory:", "images")
+    index = open_catalog(":memory:", settings)
     state = StateStore(tmp_path / "state.sqlite", backoff_s=0)
-    yield Pipeline(settings, index, LocalImageStore(tmp_path / "images"), encoder, state)
+    descriptors = make_descriptors(settings, encoder)
+    yield Pipeline(settings, index, LocalImageStore(tmp_path / "images"), descriptors, state)
     index.close()
     state.close()
 

@@ -14,13 +14,13 @@ from config import Settings, SourceSettings
 from embed.encoder import Encoder
 from ingest.items import FetchError, SourceItem
 from ingest.pipeline import Pipeline
+from ingest.sightings import places
 from ingest.sources import make_source
 from ingest.sources.html import pick_srcset
 from ingest.sources.web import WebSource
 from ingest.state import StateStore
 from store.images import LocalImageStore
-from store.index import open_local_index
-from tests.conftest import image_bytes, make_settings
+from tests.conftest import image_bytes, make_descriptors, make_settings, open_catalog
 from tests.feed_server import FeedServer, bomb_png
 
 
@@ -215,8 +215,17 @@ def serve_page(server: FeedServer) -> str:
     return server.add("/news/index.html", PAGE, "text/html; charset=utf-8")
 
 
+def image_url(key: str) -> str:
+    """The image URL an item key starts with (the page's URL follows a space, if any)."""
+    return key.split(" ", 1)[0]
+
+
 def discovered(source: Any) -> dict[str, SourceItem]:
-    return {item.key: item for item in source.discover()}
+    """Items by image URL (each image appears in one place in these documents)."""
+    items = list(source.discover())
+    by_image = {image_url(item.key): item for item in items}
+    assert len(by_image) == len(items)
+    return by_image
 
 
 def web(name: str, url: str, settings: Settings, kind: str = "feed", **options: Any) -> WebSource:
@@ -369,9 +378,10 @@ def test_an_unknown_document_cannot_be_guessed_and_says_so(
 @pytest.fixture
 def pipeline(tmp_path: Path, encoder: Encoder) -> Iterator[Pipeline]:
     settings = web_settings(tmp_path)
-    index = open_local_index(":memory:", "images")
+    index = open_catalog(":memory:", settings)
     state = StateStore(tmp_path / "state.sqlite", backoff_s=0)
-    yield Pipeline(settings, index, LocalImageStore(tmp_path / "images"), encoder, state)
+    descriptors = make_descriptors(settings, encoder)
+    yield Pipeline(settings, index, LocalImageStore(tmp_path / "images"), descriptors, state)
     index.close()
     state.close()
 
@@ -410,7 +420,9 @@ def test_a_run_lands_good_images_quarantines_bad_ones_and_a_rerun_adds_nothing(
     assert harbour["category"] == "news"
     assert found["Flaky server recovers"]["source"] == "news"
     assert found["Tugboat rescue at night"]["source_uri"] == server.url("/news/story-1.html")
-    reasons = {e.key.rsplit("/", 1)[-1]: e.reason for e in pipeline.state.quarantine_list()}
+    reasons = {
+        image_url(e.key).rsplit("/", 1)[-1]: e.reason for e in pipeline.state.quarantine_list()
+    }
     assert reasons["gone.jpg"] == "HTTP 404"
     assert reasons["slow.jpg"].startswith("timed out (read)")
     assert reasons["page.jpg"] == "not an image (content-type text/html)"
@@ -461,3 +473,61 @@ def test_the_pipeline_never_opens_more_than_per_host_downloads_at_once(
     feed = server.add("/rss.xml", rss(server, stories), "application/rss+xml")
     assert pipeline.run([web("news", feed, pipeline.settings)]).total().new == 12
     assert server.max_concurrent == pipeline.settings.fetch.per_host
+
+
+# -- every place an image was published ---------------------------------------------------------
+def test_two_articles_of_one_feed_with_the_same_image_both_keep_their_place(
+    server: FeedServer, pipeline: Pipeline
+) -> None:
+    server.add("/img/harbour.jpg", image_bytes(0), "image/jpeg")
+    stories = [
+        Story("harbour", "Harbour at dawn", "Tue, 02 Jan 2024 10:00:00 GMT", "/img/harbour.jpg"),
+        Story("archive", "From the archive", "Mon, 01 Jan 2024 10:00:00 GMT", "/img/harbour.jpg"),
+    ]
+    feed = server.add("/rss.xml", rss(server, stories), "application/rss+xml")
+    source = web("news", feed, pipeline.settings)
+    assert len({item.key for item in source.discover()}) == 2
+
+    report = pipeline.run([source]).total()
+
+    assert (report.new, report.duplicate) == (1, 1)
+    [hit] = list(pipeline.index.scroll())
+    # The earlier article is the main record, though the feed lists it second.
+    assert [(p["title"], p["source_uri"]) for p in places(hit.payload)] == [
+        ("From the archive", server.url("/news/archive")),
+        ("Harbour at dawn", server.url("/news/harbour")),
+    ]
+    assert pipeline.run([source]).total().unchanged == 2
+
+
+SITE = """<!doctype html><html><head><title>Front page</title></head><body>
+{links}</body></html>"""
+STORY = """<!doctype html><html><head>
+<meta property="og:image" content="/img/{image}">
+<meta property="article:published_time" content="{date}">
+</head><body><article><h1>{title}</h1><p>{title}.</p></article></body></html>"""
+
+
+def test_a_new_article_reusing_a_known_image_is_recorded_on_the_next_run(
+    server: FeedServer, pipeline: Pipeline
+) -> None:
+    server.add("/img/quay.jpg", image_bytes(40), "image/jpeg")
+    story = STORY.format(image="quay.jpg", title="Quay reopens", date="2024-04-01T06:00:00Z")
+    server.add("/site/a.html", story, "text/html")
+    server.add("/site/index.html", SITE.format(links='<a href="a.html">A</a>'), "text/html")
+    source = web("site", server.url("/site/index.html"), pipeline.settings, follow_links=True)
+    assert pipeline.run([source]).total().new == 1
+
+    follow_up = STORY.format(image="quay.jpg", title="Quay, a week on", date="2024-04-08T06:00:00Z")
+    server.add("/site/b.html", follow_up, "text/html")
+    links = '<a href="b.html">B</a><a href="a.html">A</a>'
+    server.add("/site/index.html", SITE.format(links=links), "text/html")
+    report = pipeline.run([source]).total()
+
+    assert (report.new, report.duplicate, report.unchanged) == (0, 1, 1)
+    assert server.hits("/img/quay.jpg") == 2
+    [hit] = list(pipeline.index.scroll())
+    assert [(p["title"], p["source_uri"]) for p in places(hit.payload)] == [
+        ("Quay reopens", server.url("/site/a.html")),
+        ("Quay, a week on", server.url("/site/b.html")),
+    ]

@@ -11,8 +11,9 @@ from streamlit.testing.v1 import AppTest
 from app.runtime import Runtime
 from config import Settings
 from ingest.sources.folder import FolderSource
+from search.edits import EDITS
 from store.index import open_local_index
-from tests.conftest import image_bytes, make_settings
+from tests.conftest import image_bytes, make_settings, photo
 
 CARD = re.compile(r"^\*\*\d+\. ")
 UI = str(Path(__file__).resolve().parents[1] / "app" / "ui.py")
@@ -32,6 +33,12 @@ def catalog(tmp_path: Path) -> Settings:
     photos.mkdir()
     for i in range(8):
         (photos / f"photo{i}.jpg").write_bytes(image_bytes(200 + i))
+    # A real photograph, so that an edited copy of it can be recognised.
+    (photos / "photo8.jpg").write_bytes(EDITS["recompress"](photo("coffee"), 0))
+    (photos / "photo8.json").write_text(
+        '{"title": "Coffee at the summit", "source_uri": "https://news.example/coffee", '
+        '"published_at": "2022-06-01T08:00:00Z"}'
+    )
     (photos / "photo3.json").write_text(
         '{"title": "Flood in the old town", '
         '"source_uri": "https://news.example/flood", '
@@ -54,13 +61,32 @@ def test_uploading_a_catalog_image_shows_the_verdict_and_it_first(
     at.file_uploader[0].set_value(("q.jpg", image_bytes(203), "image/jpeg")).run()
     assert not at.exception
     assert [s.value for s in at.success] == [
-        "Already in the catalog: **Flood in the old town** (2024-03-01T09:30:00Z)"
+        "**Published before:** first on 2024-03-01T09:30:00Z by news"
     ]
+    assert any(m.value.startswith("**Same file** · evidence: same file") for m in at.markdown)
     cards = [m.value for m in at.markdown if CARD.match(m.value)]
     assert cards[0].startswith("**1. Flood in the old town**")
-    assert "exact match" in cards[0]
-    assert len(cards) == 8
+    assert "same file" in cards[0]
+    assert len(cards) == 9
     assert any("(https://news.example/flood)" in m.value for m in at.markdown)
+    (timeline,) = [d for d in at.dataframe if "link" in d.value.columns]
+    assert list(timeline.value["link"]) == ["https://news.example/flood"]
+
+
+def test_an_edited_copy_shows_the_first_publication_and_the_evidence(
+    catalog: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(catalog, monkeypatch).run()
+    edited = EDITS["crop+border+rotate"](photo("coffee"), 0)
+    at.file_uploader[0].set_value(("edited.jpg", edited, "image/jpeg")).run()
+    assert not at.exception
+    assert [s.value for s in at.success] == [
+        "**Published before:** first on 2022-06-01T08:00:00Z by news"
+    ]
+    assert any(m.value.startswith("**Edited copy** · evidence: edited copy:") for m in at.markdown)
+    assert any("(https://news.example/coffee)" in m.value for m in at.markdown)
+    cards = [m.value for m in at.markdown if CARD.match(m.value)]
+    assert any("edited copy" in card for card in cards)
 
 
 def test_an_image_not_in_the_catalog_says_so(

@@ -189,10 +189,12 @@ def _not_vector(url: str) -> str | None:
 
 
 def _unique(entries: list[WebEntry]) -> list[WebEntry]:
-    seen: set[str] = set()
+    """The first mention of each (image, place) pair: one item each, as the web source keys them."""
+    seen: set[tuple[str, str]] = set()
     unique = []
     for entry in entries:
-        if entry.image_url not in seen:
-            seen.add(entry.image_url)
+        pair = (entry.image_url, entry.source_uri)
+        if pair not in seen:
+            seen.add(pair)
             unique.append(entry)
     return unique

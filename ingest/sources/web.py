@@ -1,8 +1,18 @@
 """Web source: a feed, table or page URL whose images are downloaded through one shared client.
 
-Versions. An item's key is its image URL. Asking the image's server for ETag/Last-Modified on
-every run would cost one request per item and defeat incrementality, so the version is a cheap
-marker taken from the document itself, hashed with the image URL:
+Keys. One item is one image in one place, because where a picture was published matters as much
+as the picture: the key is the image URL, a space, then the URL of the article, page or row link
+it appears in (`https://cdn.example/a.jpg https://news.example/story`), or the image URL alone
+when the entry has no place of its own (a feed entry without a link: its source_uri is the image
+URL). The same image in two articles is two items: both are fetched, the first lands as the point
+and the second is recorded as a sighting of it (ingest/sightings.py). Inside one document the first
+mention of a pair wins. Catalogs built when the key was the image URL alone no longer match their
+seen-state, so after the upgrade each web image is fetched once more and lands as an unchanged
+sighting of its point.
+
+Versions. Asking the image's server for ETag/Last-Modified on every run would cost one request
+per item and defeat incrementality, so the version is a cheap marker taken from the document
+itself, hashed with the image URL:
 - RSS/Atom: the entry's guid plus its updated/published dates;
 - CSV/JSON Lines: the whole row (any edited cell re-ingests the row);
 - HTML pages and followed articles: nothing beyond the URL (images are taken as immutable per URL,
@@ -57,15 +67,16 @@ class WebSource:
         self.downloader = downloader or Downloader(settings)
 
     def discover(self) -> Iterator[SourceItem]:
-        """Fetch the document once, parse it lazily, and yield one item per distinct image URL."""
+        """Fetch the document once, parse it lazily, and yield one item per (image, place) pair."""
         document = self.downloader.document(self.url)
         kind = self.kind or detect_web_kind(document)
         log.debug("source %s: %s is %s", self.name, document.url, kind)
         seen: set[str] = set()
         for entry in self._entries(document, kind):
-            if entry.image_url in seen:  # one key, one item: the first mention wins
+            key = item_key(entry.image_url, entry.source_uri)
+            if key in seen:  # one key, one item: the first mention wins
                 continue
-            seen.add(entry.image_url)
+            seen.add(key)
             yield self._item(entry)
 
     def close(self) -> None:
@@ -111,7 +122,7 @@ class WebSource:
         downloader = self.downloader
         return SourceItem(
             source=self.name,
-            key=url,
+            key=item_key(url, entry.source_uri),
             version=entry.version,
             meta=ItemMeta(
                 source_uri=entry.source_uri,
@@ -122,3 +133,8 @@ class WebSource:
             ),
             fetch=lambda: downloader.image(url),
         )
+
+
+def item_key(image_url: str, source_uri: str) -> str:
+    """The key of an image in one place: the image URL, then the page's when that differs."""
+    return image_url if source_uri == image_url else f"{image_url} {source_uri}"

@@ -1,0 +1,200 @@
+"""`imgsearch eval copies DIR`: a copy-detection benchmark built from any folder of photos.
+
+The photos are split (by a hash of their bytes, so the split is stable) into a catalog half and a
+held-out half. The catalog half is ingested into a throw-away catalog through the real pipeline
+with the current settings. Every photo then gets the fixed set of edits of search/edits.py and
+each edited copy is checked at the shipped defaults:
+- an edit of a catalog photo must be found (recall), and only its own original;
+- an edit of a held-out photo must get "none" (any "copy" or "exact" is a false positive).
+Recall and false positives are printed for the whole verdict and for each layer alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from embed.decode import EXTENSIONS, DecodeError, decode_image
+from ingest.sources.folder import FolderSource
+from search.edits import EDITS, GROUPS
+from store.keys import point_id
+
+LAYERS = ("sha256", "pdq", "sscd", "geometry")
+
+
+@dataclass
+class Tally:
+    """Counts for one edit (or the held-out set)."""
+
+    queries: int = 0
+    verdict: int = 0  # found (catalog) or wrongly called a copy (held-out)
+    wrong: int = 0  # a catalog query matched to another catalog photo
+    layers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "queries": self.queries,
+            "verdict": self.verdict,
+            "wrong": self.wrong,
+            "layers": dict(self.layers),
+        }
+
+
+def photos_in(folder: Path) -> list[Path]:
+    """Image files under folder, sorted."""
+    suffixes = {f".{e}" for e in EXTENSIONS.values()} | {".jpeg", ".tiff"}
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def split(paths: list[Path], holdout: float) -> tuple[list[Path], list[Path]]:
+    """A stable catalog / held-out split by a hash of each file's bytes."""
+
+    def rank(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    ordered = sorted(paths, key=rank)
+    cut = round(len(ordered) * (1 - holdout))
+    return sorted(ordered[:cut]), sorted(ordered[cut:])
+
+
+def evaluate_copies(
+    settings: Settings, folder: Path, *, holdout: float = 0.5, edits: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the benchmark and return its figures (see module docstring)."""
+    from app.runtime import Runtime
+
+    names = edits or list(EDITS)
+    paths = photos_in(folder)
+    if len(paths) < 2:
+        raise ValueError(f"{folder} holds fewer than 2 photos")
+    catalog, held_out = split(paths, holdout)
+    with tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as tmp:
+        root = Path(tmp)
+        staged = root / "catalog"
+        staged.mkdir()
+        for i, path in enumerate(catalog):
+            (staged / f"{i:05d}{path.suffix.lower()}").write_bytes(path.read_bytes())
+        scratch = settings.model_copy(
+            update={
+                "data_dir": root / "data",
+                "qdrant": settings.qdrant.model_copy(update={"url": ""}),
+                "storage": settings.storage.model_copy(update={"url": ""}),
+                "sources": [],
+            }
+        )
+        runtime = Runtime(scratch)
+        try:
+            report = runtime.pipeline.run([FolderSource("eval", staged)])
+            ids = {
+                path: point_id(hashlib.sha256(path.read_bytes()).hexdigest()) for path in catalog
+            }
+            found: dict[str, Tally] = {name: Tally() for name in names}
+            false: Tally = Tally()
+            timings: list[float] = []
+            for seed, path in enumerate(paths):
+                try:
+                    photo = decode_image(path.read_bytes()).image
+                except DecodeError:
+                    continue
+                original = ids.get(path)
+                for name in names:
+                    query = decode_image(EDITS[name](photo, seed))
+                    per_layer: dict[str, set[str]] = {}
+                    started = time.perf_counter()
+                    verdict = runtime.search.detector.check(query, per_layer=per_layer)
+                    timings.append(1000 * (time.perf_counter() - started))
+                    called = verdict.ids()
+                    tally = found[name] if original else false
+                    tally.queries += 1
+                    if original:
+                        tally.verdict += original in called
+                        tally.wrong += bool(called - {original})
+                        for layer, hits in per_layer.items():
+                            tally.layers[layer] += original in hits
+                    else:
+                        tally.verdict += bool(called)
+                        for layer, hits in per_layer.items():
+                            tally.layers[layer] += bool(hits)
+            layers = {k: v for k, v in verdict.layers.items()}
+        finally:
+            runtime.close()
+    timings.sort()
+    return {
+        "photos": len(paths),
+        "catalog": report.total().new,
+        "held_out": len(held_out),
+        "layers": layers,
+        "edits": {name: tally.as_dict() for name, tally in found.items()},
+        "false_positives": false.as_dict(),
+        "check_ms": {
+            "p50": round(statistics.median(timings), 1) if timings else None,
+            "p95": round(timings[int(0.95 * (len(timings) - 1))], 1) if timings else None,
+        },
+    }
+
+
+def print_table(figures: dict[str, Any]) -> None:
+    """The benchmark as a table for people."""
+    print(
+        f"{figures['photos']} photos: {figures['catalog']} in the catalog, "
+        f"{figures['held_out']} held out; layers: "
+        + ", ".join(f"{k} {v}" for k, v in figures["layers"].items())
+    )
+    header = f"{'edit':<28}{'queries':>8}{'verdict':>9}" + "".join(f"{x:>10}" for x in LAYERS)
+    print("\nRecall on edited copies of catalog photos (wrong = matched another photo)")
+    print(header + f"{'wrong':>7}")
+    groups = {name: group for group, names in GROUPS.items() for name in names}
+    for name, tally in figures["edits"].items():
+        n = max(tally["queries"], 1)
+        cells = "".join(f"{tally['layers'].get(x, 0) / n:>10.2f}" for x in LAYERS)
+        label = f"{name} ({groups.get(name, '-')})"
+        recall = tally["verdict"] / n
+        print(f"{label:<28}{tally['queries']:>8}{recall:>9.2f}{cells}{tally['wrong']:>7}")
+    fp = figures["false_positives"]
+    cells = "".join(f"{fp['layers'].get(x, 0):>10}" for x in LAYERS)
+    print("\nFalse positives on edited copies of held-out photos (count)")
+    print(header)
+    print(f"{'held-out copies':<28}{fp['queries']:>8}{fp['verdict']:>9}{cells}")
+    ms = figures["check_ms"]
+    print(
+        f"\ncheck time per query (all layers, exhaustive): p50 {ms['p50']} ms, p95 {ms['p95']} ms"
+    )
+
+
+def cmd_eval_copies(args: argparse.Namespace, settings: Settings) -> int:
+    """Build and run the copy-detection benchmark on a folder of photos."""
+    try:
+        figures = evaluate_copies(
+            settings, Path(args.directory), holdout=args.holdout, edits=args.edit or None
+        )
+    except ValueError as exc:
+        print(f"{exc}.", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print_table(figures)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `eval` command group."""
+    group = sub.add_parser("eval", help="measure search quality on your own photos")
+    kinds = group.add_subparsers(dest="eval_kind", required=True)
+    p = kinds.add_parser("copies", help="copy-detection benchmark from a folder of photos")
+    p.add_argument("directory")
+    p.add_argument("--holdout", type=float, default=0.5, help="share of photos kept out")
+    p.add_argument("--edit", action="append", default=[], choices=list(EDITS))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_eval_copies)

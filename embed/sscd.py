@@ -1,0 +1,201 @@
+"""SSCD copy-detection descriptor (facebookresearch/sscd-copy-detection): 512-d unit vectors.
+
+The model is the authors' TorchScript file (ResNet50 trunk, GeM pooling). It is never
+downloaded: the user puts the file in the torch hub cache or names it in the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms
+
+log = logging.getLogger(__name__)
+
+SSCD_FILE = "sscd_disc_mixup.torchscript.pt"
+SSCD_URL = f"https://dl.fbaipublicfiles.com/sscd-copy-detection/{SSCD_FILE}"
+DIM = 512
+SETTING = "IMGSEARCH_VERDICT__SSCD_WEIGHTS"
+
+# The authors' inference recipe ("small_288" in their README): the short side to 288 and no
+# crop, so the whole image is described whatever its aspect ratio; ImageNet normalisation.
+TRANSFORM = transforms.Compose(
+    [
+        transforms.Resize(288),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ]
+)
+# A small input for the load-time check that the file is a 512-d descriptor model.
+PROBE_SHAPE = (1, 3, 64, 64)
+
+
+class SscdUnavailable(RuntimeError):
+    """The SSCD model file is missing or unusable; the message says what to do."""
+
+
+def find_sscd_weights(setting: str) -> Path | None:
+    """The SSCD file to load: "" looks in the torch hub cache, "off" disables, else a path.
+
+    None when the layer is off or the cache has no file; a configured path that does not exist
+    raises SscdUnavailable (a typo must not silently turn the layer off).
+    """
+    value = setting.strip()
+    if value.lower() == "off":
+        return None
+    if not value:
+        cached = _hub_checkpoints() / SSCD_FILE
+        return cached if cached.is_file() else None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / SSCD_FILE
+    if not path.is_file():
+        raise SscdUnavailable(
+            f"The SSCD model file {path} does not exist: download {SSCD_URL} and set "
+            f"{SETTING} to its path (or to off to run without the SSCD layer)."
+        )
+    return path
+
+
+class SscdEncoder:
+    """Embeds RGB images into SSCD descriptors; build once per process (see `load_sscd`)."""
+
+    dim = DIM
+
+    def __init__(
+        self, path: Path, device: torch.device | str = "cpu", *, batch_size: int = 16
+    ) -> None:
+        self.path = Path(path)
+        self.device = _pick_device(device)
+        self.batch_size = batch_size
+        self.label = f"{self.path.name} sha256:{_sha256(self.path)[:12]}"
+        self.model = _load(self.path, self.device)
+        self._lock = threading.Lock()
+        log.info("SSCD descriptor ready: %s on %s", self.label, self.device)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Turn one image into the model's input tensor (safe to call from worker threads)."""
+        return preprocess(image)
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed images into an (n, 512) float32 array of unit vectors, in input order."""
+        return self.embed_tensors([self.preprocess(image) for image in images])
+
+    def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
+        """Embed preprocessed tensors; equal shapes share batches of `batch_size`."""
+        out = np.zeros((len(tensors), DIM), dtype=np.float32)
+        # Inputs keep their aspect ratio, so only equal shapes can be stacked into one batch.
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, tensor in enumerate(tensors):
+            groups[tuple(tensor.shape)].append(index)
+        with self._lock, torch.inference_mode():
+            for indices in groups.values():
+                for start in range(0, len(indices), self.batch_size):
+                    rows = indices[start : start + self.batch_size]
+                    batch = torch.stack([tensors[row] for row in rows]).to(self.device)
+                    features = nn.functional.normalize(self.model(batch).float(), dim=1)
+                    out[rows] = features.cpu().numpy()
+        return out
+
+
+def preprocess(image: Image.Image) -> torch.Tensor:
+    """The SSCD input for one image: (3, H, W) with the short side 288, aspect ratio kept."""
+    tensor: torch.Tensor = TRANSFORM(image if image.mode == "RGB" else image.convert("RGB"))
+    return tensor
+
+
+_cache: dict[tuple[Path, str], SscdEncoder] = {}
+_off_logged: set[str] = set()
+_cache_lock = threading.Lock()
+
+
+def load_sscd(setting: str, device: str = "cpu") -> SscdEncoder | None:
+    """This process's SSCD encoder for the setting, built on first use; None when it is off."""
+    path = find_sscd_weights(setting)
+    with _cache_lock:
+        if path is None:
+            if setting not in _off_logged:
+                _off_logged.add(setting)
+                log.info(_off_reason(setting))
+            return None
+        key = (path.resolve(), str(device))
+        if key not in _cache:
+            _cache[key] = SscdEncoder(path, device)
+        return _cache[key]
+
+
+def _off_reason(setting: str) -> str:
+    if setting.strip().lower() == "off":
+        return f"SSCD copy-detection layer is off ({SETTING}=off)"
+    return (
+        f"SSCD copy-detection layer is off: no {SSCD_FILE} in {_hub_checkpoints()}; put the "
+        f"file there (from {SSCD_URL}) or set {SETTING}=/path/to/{SSCD_FILE} to enable it"
+    )
+
+
+def _hub_checkpoints() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _pick_device(device: torch.device | str) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    picked = torch.device(device)
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise SscdUnavailable(
+            "The SSCD layer was asked to run on CUDA, but no CUDA device is available."
+        )
+    return picked
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
+    """Load the TorchScript file and check, with one tiny forward, that it gives 512-d rows."""
+    try:
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in torch 2.12, but it is the format the authors ship.
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location=device)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise SscdUnavailable(
+            f"The SSCD model file {path} is not a loadable TorchScript module "
+            f"({_first_sentence(exc)}); download {SSCD_URL} again and set {SETTING} to its path."
+        ) from exc
+    model.eval()
+    try:
+        with torch.inference_mode():
+            probe = model(torch.zeros(PROBE_SHAPE, device=device))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise SscdUnavailable(
+            f"The SSCD model file {path} fails on an image batch ({_first_sentence(exc)}); "
+            f"{SETTING} must name {SSCD_FILE}."
+        ) from exc
+    shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+    if shape != (1, DIM):
+        raise SscdUnavailable(
+            f"The SSCD model file {path} turns one image into an output of shape {shape}, "
+            f"not (1, {DIM}): {SETTING} must name the 512-d {SSCD_FILE}."
+        )
+    return model
+
+
+def _first_sentence(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
