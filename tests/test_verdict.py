@@ -222,3 +222,75 @@ def test_reindex_backfills_a_new_descriptor_resumably(
         assert answer["evidence"]["layers"]["sscd"] == "ran"  # type: ignore[index]
     finally:
         runtime.close()
+
+
+def test_eval_copies_reports_recall_per_edit_and_held_out_false_positives(tmp_path: Path) -> None:
+    from app.evaluate import evaluate_copies
+
+    folder = tmp_path / "photos"
+    for name in ("coffee", "rocket", "chelsea", "astronaut"):
+        write(folder, name, jpeg(photo(name)))
+    settings = make_settings(tmp_path / "unused", verdict={"sscd_weights": "off"})
+    figures = evaluate_copies(settings, folder, edits=["resize", "crop+border+rotate"])
+    assert figures["photos"] == 4 and figures["catalog"] == 2 and figures["held_out"] == 2
+    for edit in ("resize", "crop+border+rotate"):
+        tally = figures["edits"][edit]
+        assert tally["queries"] == 2
+        assert tally["verdict"] == 2 and tally["wrong"] == 0
+        assert tally["layers"]["geometry"] == 2
+    assert figures["edits"]["resize"]["layers"]["pdq"] == 2
+    assert figures["false_positives"]["queries"] == 4
+    assert figures["false_positives"]["verdict"] == 0
+    assert not (tmp_path / "unused").exists()  # a throw-away catalog
+
+
+def test_a_previous_version_catalog_is_migrated_and_reindexed_from_its_originals(
+    tmp_path: Path,
+) -> None:
+    from qdrant_client import QdrantClient, models
+
+    from ingest.reindex import reindex
+
+    folder = tmp_path / "news"
+    for name in CATALOG[:2]:
+        write(folder, name, jpeg(photo(name)))
+    settings = make_settings(tmp_path / "data", verdict={"sscd_weights": "off"})
+    runtime = Runtime(settings)
+    try:
+        runtime.pipeline.run([FolderSource("news", folder)])
+        points = list(runtime.index.scroll(with_vectors=["image"]))
+    finally:
+        runtime.close()
+    # Rewrite the catalog as the previous version kept it: one "image" vector, no record.
+    client = QdrantClient(path=str(settings.qdrant_path))
+    client.delete_collection("images")
+    client.create_collection(
+        "images",
+        vectors_config={"image": models.VectorParams(size=2048, distance=models.Distance.COSINE)},
+    )
+    client.upsert(
+        "images",
+        points=[
+            models.PointStruct(
+                id=p.id,
+                vector={"image": p.vectors["image"].tolist()},
+                payload={k: v for k, v in p.payload.items() if k != "descriptors"},
+            )
+            for p in points
+        ],
+    )
+    client.close()
+
+    runtime = Runtime(settings)
+    try:
+        before = check(runtime, EDITS["mirror"](photo(CATALOG[0]), 0))
+        report = reindex(runtime.index, runtime.images, runtime.descriptors)
+        assert report.updated == 2 and not report.failed
+        hits = list(runtime.index.scroll(with_vectors=["pdq", "layout", "image"]))
+        assert all(set(h.vectors) == {"image", "pdq", "layout"} for h in hits)
+        after = check(runtime, EDITS["mirror"](photo(CATALOG[0]), 0))
+    finally:
+        runtime.close()
+    assert before["matches"]  # the migrated catalog answers at once (similar images)
+    assert after["verdict"] == "copy"
+    assert after["evidence"]["layer"] == "pdq"  # type: ignore[index]
