@@ -74,9 +74,9 @@ class VerdictSettings(BaseModel):
     # Geometric verification (ORB + RANSAC, then the aligned overlap is compared).
     verify_side: int = Field(default=512, ge=128, le=2048)
     verify_features: int = Field(default=500, ge=100, le=10000)
-    verify_min_inliers: int = Field(default=8, ge=3)
-    verify_min_correlation: float = Field(default=0.9, ge=-1.0, le=1.0)
-    verify_min_overlap: float = Field(default=0.2, ge=0.0, le=1.0)
+    verify_min_inliers: int = Field(default=15, ge=3)
+    verify_min_correlation: float = Field(default=0.85, ge=-1.0, le=1.0)
+    verify_min_overlap: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
 class FetchSettings(BaseModel):

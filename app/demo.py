@@ -183,7 +183,7 @@ SAMPLE_PHOTOS = (
     "rocket",
     "text",
 )
-SAMPLE_FILES = ("motorcycle_left.png", "motorcycle_right.png", "clock_motion.png", "color.png")
+SAMPLE_FILES = ("motorcycle_left.png", "motorcycle_right.png", "clock_motion.png")
 
 
 def write_sample_photos(directory: Path) -> int:

@@ -19,7 +19,8 @@ from search.edits import EDITS
 from store.keys import point_id
 from tests.conftest import make_settings, photo
 
-# Kept apart from the photos search/verify.py and the README's benchmark were tuned on.
+# Behaviour tests on real photos (the verifier's thresholds were calibrated separately:
+# README, "Where the verification defaults come from").
 CATALOG = ("coffee", "rocket", "astronaut", "immunohistochemistry")
 ELSEWHERE = ("chelsea", "hubble_deep_field")
 
