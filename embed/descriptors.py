@@ -24,7 +24,7 @@ from embed.sscd import SscdEncoder
 from store.index import VectorSpec
 
 IMAGE = "image"  # ResNet50 ImageNet: "similar images"
-PDQ = "pdq"  # Meta's perceptual hash as 256 0/1 floats; Manhattan distance = Hamming distance
+PDQ = "pdq"  # Meta's perceptual hash as 256 floats of +1/-1: dot product = 256 - 2 x Hamming
 SSCD = "sscd"  # learned copy-detection descriptor (optional weights)
 LAYOUT = "layout"  # weight-free colour and structure: proposes copy candidates to verify
 
@@ -33,7 +33,7 @@ def specs(settings: Settings) -> list[VectorSpec]:
     """Every named vector a collection declares, whether or not its model is loaded here."""
     return [
         VectorSpec(IMAGE, 2048, settings.qdrant.distance),
-        VectorSpec(PDQ, pdq.BITS, "manhattan"),
+        VectorSpec(PDQ, pdq.BITS, "dot"),
         VectorSpec(SSCD, 512, "cosine"),
         VectorSpec(LAYOUT, layout.DIM, "cosine"),
     ]
@@ -55,6 +55,20 @@ class Descriptor:
             return self.queries(image)
         prepared = self.prepare(image)
         return [] if prepared is None else [self.compute([prepared])[0]]
+
+
+def signed(bits: np.ndarray) -> np.ndarray:
+    """PDQ bits (0/1) as the +1/-1 vector the index stores: a dot product is then 256 - 2H.
+
+    A dot product is one matrix-vector product per query, where the Manhattan distance (which
+    would give the Hamming distance directly) costs a subtraction and a sum over the catalog.
+    """
+    return np.asarray(bits, dtype=np.float32) * 2.0 - 1.0
+
+
+def hamming_of(score: float) -> int:
+    """The Hamming distance behind a dot product of two signed PDQ vectors."""
+    return round((pdq.BITS - score) / 2)
 
 
 def _stack(values: Sequence[Any]) -> np.ndarray:
@@ -115,13 +129,13 @@ def build_descriptors(
 
     def pdq_prepare(image: Image.Image) -> np.ndarray | None:
         hashed = pdq.pdq_hash(image, tolerance=tolerance)
-        return hashed.bits if hashed.quality >= v.pdq_min_quality else None
+        return signed(hashed.bits) if hashed.quality >= v.pdq_min_quality else None
 
     def pdq_queries(image: Image.Image) -> list[np.ndarray]:
         variants, quality = pdq.pdq_dihedral(image, tolerance=tolerance)
         if quality < v.pdq_min_quality:
             return []
-        return [np.asarray(bits, dtype=np.float32) for bits in variants]
+        return [signed(bits) for bits in variants]
 
     items = [
         Descriptor(

@@ -9,8 +9,8 @@ Python reference (ThreatExchange pdq/python/pdqhashing/tests/pdq_test.py): with 
 Trimming changes the hash of an image that has uniform bars (4 of those test images do), so
 compare with hash lists made elsewhere using trim=False.
 
-The catalog stores `bits` as a 256-d float vector under the Manhattan distance, so the index
-distance is the Hamming distance; Meta's match threshold is 31 bits.
+The catalog stores `bits` as a 256-d vector of +1/-1 under the dot product (256 - 2 x the
+Hamming distance; embed/descriptors.py); Meta's match threshold is 31 bits.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,10 +11,10 @@ import numpy as np
 
 from config import VerdictSettings
 from embed.decode import DecodedImage, decode_image, decode_preview
-from embed.descriptors import IMAGE, PDQ, Descriptors
+from embed.descriptors import IMAGE, PDQ, Descriptors, hamming_of
 from search.verdict import CopyDetector, Verdict
 from store.images import ImageStore
-from store.index import VectorIndex
+from store.index import Hit, VectorIndex
 from store.keys import point_id
 
 
@@ -110,6 +111,7 @@ class SearchService:
         self.images = images
         self.descriptors = descriptors
         self.detector = CopyDetector(index, images, descriptors, verdict or VerdictSettings())
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="search")
 
     def search_bytes(
         self,
@@ -131,9 +133,15 @@ class SearchService:
         where: Mapping[str, Any] | None = None,
     ) -> SearchResult:
         """The verdict for an already decoded image, and the catalog ranked by similarity."""
-        vector = self.descriptors[IMAGE].query_vectors(image.image)[0]
-        hits = self.index.query(vector, top_k=top_k, threshold=threshold, where=where)
-        verdict = self.detector.check(image, hits)
+
+        def rank() -> list[Hit]:
+            vector = self.descriptors[IMAGE].query_vectors(image.image)[0]
+            return self.index.query(vector, top_k=top_k, threshold=threshold, where=where)
+
+        # The model runs (in torch, without the GIL) while the hash layers run here.
+        similar = self._pool.submit(rank)
+        verdict = self.detector.check(image, similar.result)
+        hits = similar.result()
         exact_id = point_id(image.sha256)
         members = {m.id: m for m in verdict.members}
         exact = (
@@ -187,7 +195,7 @@ class SearchService:
                         for card in cards
                         if card is not own
                         and card.lead.id in hashes
-                        and int(np.abs(hashes[card.lead.id] - bits).sum()) <= limit
+                        and hamming_of(float(np.dot(hashes[card.lead.id], bits))) <= limit
                     ),
                     None,
                 )

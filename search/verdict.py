@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from PIL import Image
 import search.verify as verify
 from config import VerdictSettings
 from embed.decode import DecodedImage, DecodeError, decode_preview
-from embed.descriptors import IMAGE, LAYOUT, PDQ, SSCD, Descriptors
+from embed.descriptors import IMAGE, LAYOUT, PDQ, SSCD, Descriptors, hamming_of
 from ingest.sightings import places
 from store.images import ImageStore, StoreError
 from store.index import Hit, VectorIndex
@@ -140,11 +140,12 @@ class CopyDetector:
     def check(
         self,
         query: DecodedImage,
-        similar: Sequence[Hit] = (),
+        similar: Sequence[Hit] | Callable[[], Sequence[Hit]] = (),
         *,
         per_layer: dict[str, set[str]] | None = None,
     ) -> Verdict:
-        """The verdict for a decoded query; `similar` are its ResNet50 neighbours if known.
+        """The verdict for a decoded query; `similar` are its ResNet50 neighbours if known
+        (or a function that returns them, called once the cheaper layers are done).
 
         With `per_layer` (evaluation), every layer runs on every candidate and the ids each
         layer alone would call the picture are added to per_layer[layer].
@@ -164,8 +165,9 @@ class CopyDetector:
         if LAYOUT in self.descriptors:
             vectors = self.descriptors[LAYOUT].query_vectors(query.image)
             ranked.append(self.index.query(vectors[0], using=LAYOUT, top_k=s.candidates))
-        if similar:
-            ranked.append(list(similar)[: s.candidates])
+        neighbours = similar() if callable(similar) else similar
+        if neighbours:
+            ranked.append(list(neighbours)[: s.candidates])
         elif IMAGE in self.descriptors:
             vectors = self.descriptors[IMAGE].query_vectors(query.image)
             ranked.append(self.index.query(vectors[0], using=IMAGE, top_k=s.candidates))
@@ -190,11 +192,11 @@ class CopyDetector:
         best: dict[str, Hit] = {}
         for hits in self.index.query_many(variants, using=PDQ, top_k=self.settings.candidates):
             for hit in hits:
-                if hit.id not in best or hit.score < best[hit.id].score:
+                if hit.id not in best or hit.score > best[hit.id].score:
                     best[hit.id] = hit
-        nearest = sorted(best.values(), key=lambda h: h.score)
+        nearest = sorted(best.values(), key=lambda h: -h.score)
         for hit in nearest:
-            distance = round(hit.score)
+            distance = hamming_of(hit.score)
             if distance <= self.settings.pdq_max_distance:
                 found.add(
                     Member(

@@ -171,7 +171,7 @@ def test_every_point_carries_each_descriptor_and_the_model_that_built_it(
     assert len(hits) == len(CATALOG)
     for hit in hits:
         assert set(hit.vectors) == {"image", "pdq", "layout"}
-        assert set(np.unique(hit.vectors["pdq"])) <= {0.0, 1.0}
+        assert set(np.unique(hit.vectors["pdq"])) <= {-1.0, 1.0}
         assert hit.payload["descriptors"]["image"] == "ResNet50 random (seeded)"
     assert runtime.index.recorded_labels()["image"] == "ResNet50 random (seeded)"
 
