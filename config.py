@@ -94,6 +94,9 @@ class FetchSettings(BaseModel):
     user_agent: str = "imgsearch/0.1 (+image search ingestion worker)"
     follow_links: bool = False
     max_pages: int = Field(default=50, ge=1)
+    # Hosts ("host" or "host:port") that may resolve to private, loopback or link-local
+    # addresses (intranet feeds); everything else must be a global address on port 80 or 443.
+    allowed_private_hosts: list[str] = Field(default_factory=list)
 
 
 class SourceSettings(BaseModel):

@@ -64,7 +64,8 @@ def main() -> None:
     if runtime.encoder.is_random:
         st.warning(
             "Demo mode: the encoder uses random weights (IMGSEARCH_EMBED__WEIGHTS=random). "
-            "Exact matches are reliable, but similarity scores mean nothing."
+            "The copy verdict is reliable (its hashes and geometric checks need no weights), "
+            "but similarity scores mean nothing."
         )
     search_tab, runs_tab = st.tabs(["Search", "Ingestion"])
     with search_tab:
