@@ -230,18 +230,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         except USER_ERRORS as exc:
             log.warning("the daily schedule is not running: %s", exc)  # the page says why
             runtime.close()
-    flags = {
+    flags = serve_flags(args, settings)
+    ui = str(Path(__file__).with_name("ui.py"))
+    bootstrap.load_config_options(flag_options=flags)
+    bootstrap.run(ui, False, [], flags)
+    return 0
+
+
+def serve_flags(args: argparse.Namespace, settings: Settings) -> dict[str, object]:
+    """Streamlit's options for `imgsearch serve`."""
+    return {
         "server_port": args.port or settings.app.port,
         "server_address": args.address or settings.app.address,
         "server_headless": True,
         "browser_gatherUsageStats": False,
         "server_fileWatcherType": "none",
         "server_maxUploadSize": 50,
+        # Visitors see the app's one-sentence messages, never a traceback; no "Deploy" menu.
+        "client_showErrorDetails": "none",
+        "client_toolbarMode": "minimal",
     }
-    ui = str(Path(__file__).with_name("ui.py"))
-    bootstrap.load_config_options(flag_options=flags)
-    bootstrap.run(ui, False, [], flags)
-    return 0
 
 
 def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ Run with `imgsearch serve`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -26,15 +27,26 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 COLUMNS = 4
 
 
+def settings_key(settings: Settings) -> str:
+    """A cache key for settings: their JSON, with each secret as a digest (JSON masks it)."""
+    secret = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else ""
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    return f"{settings.model_dump_json()}|{digest}"
+
+
 @st.cache_resource(show_spinner="Loading the model and opening the index…")
-def get_runtime(settings_json: str) -> Runtime:
-    """One Runtime per process and settings: model and index load once."""
-    settings = Settings.model_validate_json(settings_json)
+def get_runtime(key: str, _settings: Settings) -> Runtime:
+    """One Runtime per process and settings: model and index load once.
+
+    The Settings object itself is used (never a JSON round trip: JSON masks secrets such as the
+    Qdrant API key); `key` stands for it in Streamlit's cache.
+    """
+    settings = _settings
     configure_logging(settings.log_level)
     from app.worker import registered_runtime
 
     shared = registered_runtime()  # built by `imgsearch serve` for the in-app schedule
-    if shared is not None and shared.settings.model_dump_json() == settings_json:
+    if shared is not None and settings_key(shared.settings) == key:
         return shared
     runtime = Runtime(settings)
     runtime.index.ensure_collection()
@@ -54,7 +66,7 @@ def main() -> None:
     st.caption("Have we seen this image, or ones like it, and where?")
     settings = get_settings()
     try:
-        runtime = get_runtime(settings.model_dump_json())
+        runtime = get_runtime(settings_key(settings), settings)
         count = runtime.search.count()
     except (IndexUnavailable, WeightsUnavailable, SscdUnavailable, StoreError) as exc:
         log.exception("start-up failed")

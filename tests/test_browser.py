@@ -100,6 +100,8 @@ def test_upload_in_a_real_browser_finds_the_image_first(
             first = page.get_by_text("1. Protest on the bridge")
             expect(first).to_be_visible()
             expect(page.get_by_text("same file").first).to_be_visible()
+            # Visitors get no developer toolbar: no "Deploy" button.
+            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
             page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
         finally:
             browser.close()

@@ -141,3 +141,56 @@ def test_an_unreachable_index_server_is_one_clear_error(
     at = app_for(settings, monkeypatch).run()
     assert not at.exception
     assert len(at.error) == 1 and "did not answer" in at.error[0].value
+
+
+@pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+def test_the_page_sends_the_configured_qdrant_api_key(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.server
+    import threading
+
+    from tests.conftest import free_port
+
+    seen: list[str | None] = []
+
+    class FakeQdrant(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("api-key"))
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = free_port()
+    server = http.server.HTTPServer(("127.0.0.1", port), FakeQdrant)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("IMGSEARCH_QDRANT__URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("IMGSEARCH_QDRANT__API_KEY", "s3cret-key")
+        monkeypatch.setenv("IMGSEARCH_QDRANT__TIMEOUT_S", "3")
+        at = app_for(settings, monkeypatch).run()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen, "the page never called the index"
+    assert set(seen) == {"s3cret-key"}  # the real key, not "**********"
+    assert not at.exception
+    assert [e.value for e in at.error]  # the unreachable index is one sentence on the page
+
+
+def test_serve_hides_tracebacks_and_the_developer_toolbar() -> None:
+    import argparse
+
+    from streamlit import config
+    from streamlit.web import bootstrap
+
+    from app.cli import serve_flags
+    from tests.conftest import make_settings as settings_for
+
+    flags = serve_flags(argparse.Namespace(port=0, address=""), settings_for(Path("data")))
+    bootstrap.load_config_options(flag_options=flags)
+    assert config.get_option("client.showErrorDetails") == "none"
+    assert config.get_option("client.toolbarMode") == "minimal"
