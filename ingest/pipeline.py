@@ -82,6 +82,10 @@ class Pipeline:
         started = time.monotonic()
         report = RunReport(started_at=iso(utcnow()))
         with self._run_lock():
+            # Holding the run lock, any run still "running" was left by a killed process.
+            stale = self.state.interrupt_stale_runs()
+            if stale:
+                log.warning("marked %d run(s) left running by a killed process interrupted", stale)
             self.index.ensure_collection()
             run_id = self.state.start_run(report.as_dict())
             try:
@@ -98,6 +102,10 @@ class Pipeline:
                 report.status = "interrupted" if stop.is_set() else "ok"
             except IndexUnavailable as exc:
                 report.status, report.error = "failed", str(exc)
+                raise
+            except BaseException as exc:  # recorded whatever ended the run, then re-raised
+                report.status = "failed"
+                report.error = f"{type(exc).__name__}: {exc}".strip()
                 raise
             finally:
                 report.finished_at = iso(utcnow())

@@ -270,6 +270,14 @@ class StateStore:
             )
         return int(cursor.lastrowid or 0)
 
+    def interrupt_stale_runs(self) -> int:
+        """Mark runs still "running" as interrupted (call only while holding the run lock)."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE runs SET status='interrupted', finished_at=? WHERE status='running'",
+                (iso(utcnow()),),
+            ).rowcount
+
     def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
         """Store the final report of a run."""
         with self._tx() as db:

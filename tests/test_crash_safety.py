@@ -12,7 +12,14 @@ import pytest
 from store.images import LocalImageStore
 from store.index import open_local_index
 from store.keys import point_id
-from tests.subprocesses import IMGSEARCH, child_env, state_count, wait_for, write_images
+from tests.subprocesses import (
+    IMGSEARCH,
+    child_env,
+    state_count,
+    state_query,
+    wait_for,
+    write_images,
+)
 
 IMAGES = 120
 
@@ -87,3 +94,6 @@ def test_a_run_killed_midway_and_run_again_indexes_every_image_exactly_once(
     assert referenced - stored == set(), "points whose objects are missing"
     assert state_count(data, "seen") == IMAGES
     assert state_count(data, "pending") == 0
+    # The killed run is not left "running" forever: the next run marked it interrupted.
+    statuses = [row[0] for row in state_query(data, "SELECT status FROM runs ORDER BY id")]
+    assert statuses == ["interrupted", "ok"]

@@ -323,3 +323,18 @@ def test_places_put_undated_places_last() -> None:
         "a.example",
         "b.example",
     ]
+
+
+def test_a_run_ended_by_an_unexpected_error_is_recorded_as_failed_with_the_reason(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(prepared: object) -> object:
+        raise RuntimeError("the model ran out of memory")
+
+    monkeypatch.setattr(pipeline.descriptors, "compute", explode)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pipeline.run([FolderSource("photos", make_folder(tmp_path / "photos"))])
+    (run,) = pipeline.state.runs(5)
+    assert run.status == "failed"
+    assert run.report["error"] == "RuntimeError: the model ran out of memory"
+    assert run.finished_at is not None
