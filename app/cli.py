@@ -424,10 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_count)
 
     # Subcommand groups that live with their feature.
-    from app import bench, evaluate, worker
+    from app import bench, evaluate, fuzz, worker
     from aws import cli as aws_cli
 
-    for register in (bench.register, evaluate.register, worker.register, aws_cli.register):
+    registers = (
+        bench.register,
+        evaluate.register,
+        fuzz.register,
+        worker.register,
+        aws_cli.register,
+    )
+    for register in registers:
         register(sub)
     return parser
 

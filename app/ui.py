@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from typing import Any
+from urllib.parse import quote
 
 import streamlit as st
 
@@ -148,12 +150,12 @@ def verdict(runtime: Runtime, query: DecodedImage, result: SearchResult) -> None
         if first:
             when = first.get("published_at") or f"first seen {first.get('first_seen') or '?'}"
             source = first.get("source") or _title(first)
-            st.success(f"**Published before:** first on {when} by {source}")
+            st.success(f"**Published before:** first on {_md(when)} by {_md(source)}")
             link = str(first.get("source_uri") or "")
             if link.startswith(("http://", "https://")):
-                st.markdown(f"First publication: [{_title(first)}]({link})")
+                st.markdown(f"First publication: [{_md(_title(first))}]({_url(link)})")
             elif link:
-                st.markdown(f"First publication: `{link}`")
+                st.markdown(f"First publication: {_md(link)}")
         kind = "Same file" if found.kind == "exact" else "Edited copy"
         st.markdown(f"**{kind}** · evidence: {original.evidence.text}")
         left, right = st.columns(2)
@@ -206,7 +208,7 @@ def grid(runtime: Runtime, result: SearchResult) -> None:
                         for match in folded.copies:
                             p = match.payload
                             when = p.get("published_at") or p.get("ingested_at") or ""
-                            st.caption(f"{_title(p)} · {when} · score {match.score:.4f}")
+                            st.caption(f"{_md(_title(p))} · {_md(when)} · score {match.score:.4f}")
 
 
 def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> None:
@@ -219,18 +221,18 @@ def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> N
         st.caption("(thumbnail unavailable)")
     label = "score" if higher_is_better else "distance"
     exact = " · same file" if match.exact else " · edited copy" if match.copy else ""
-    st.markdown(f"**{rank}. {_title(p)}**  \n{label} {match.score:.4f}{exact}")
+    st.markdown(f"**{rank}. {_md(_title(p))}**  \n{label} {match.score:.4f}{exact}")
     when = p.get("published_at") or p.get("ingested_at")
     if when:
-        st.caption(f"{when} · {p.get('source', '')}")
+        st.caption(f"{_md(str(when))} · {_md(str(p.get('source', '')))}")
     if p.get("also_seen"):
         st.caption(f"also seen in {len(p['also_seen'])} other place(s)")
     uri = str(p.get("source_uri", ""))
     if uri.startswith(("http://", "https://")):
-        st.markdown(f"[Source]({uri})")
+        st.markdown(f"[Source]({_url(uri)})")
     link = runtime.search.original_link(match)
     if link:
-        st.markdown(f"[Original]({link})")
+        st.markdown(f"[Original]({_url(link)})")
     elif st.button("View original", key=f"orig-{match.id}"):
         show_original(runtime, match)
 
@@ -323,6 +325,19 @@ def run_now(runtime: Runtime) -> None:
         st.error(str(exc))
         return
     st.success(f"Run finished: {report.summary()}")
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
+
+
+def _md(text: object) -> str:
+    """Text from a feed or file, shown literally: Markdown and HTML characters escaped."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def _url(link: str) -> str:
+    """A link target that cannot break out of Markdown's (...)."""
+    return quote(link, safe=":/?#@!$&'*+,;=%~-._")
 
 
 def _title(payload: dict[str, Any]) -> str:

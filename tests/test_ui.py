@@ -19,6 +19,11 @@ CARD = re.compile(r"^\*\*\d+\. ")
 UI = str(Path(__file__).resolve().parents[1] / "app" / "ui.py")
 
 
+def plain(markdown: str) -> str:
+    """Markdown source with its backslash escapes removed: the text a visitor reads."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def app_for(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("IMGSEARCH_EMBED__WEIGHTS", "random")
@@ -60,7 +65,7 @@ def test_uploading_a_catalog_image_shows_the_verdict_and_it_first(
     assert any("random weights" in w.value for w in at.warning)
     at.file_uploader[0].set_value(("q.jpg", image_bytes(203), "image/jpeg")).run()
     assert not at.exception
-    assert [s.value for s in at.success] == [
+    assert [plain(s.value) for s in at.success] == [
         "**Published before:** first on 2024-03-01T09:30:00Z by news"
     ]
     assert any(m.value.startswith("**Same file** · evidence: same file") for m in at.markdown)
@@ -80,7 +85,7 @@ def test_an_edited_copy_shows_the_first_publication_and_the_evidence(
     edited = EDITS["crop+border+rotate"](photo("coffee"), 0)
     at.file_uploader[0].set_value(("edited.jpg", edited, "image/jpeg")).run()
     assert not at.exception
-    assert [s.value for s in at.success] == [
+    assert [plain(s.value) for s in at.success] == [
         "**Published before:** first on 2022-06-01T08:00:00Z by news"
     ]
     assert any(m.value.startswith("**Edited copy** · evidence: edited copy:") for m in at.markdown)
@@ -194,3 +199,28 @@ def test_serve_hides_tracebacks_and_the_developer_toolbar() -> None:
     bootstrap.load_config_options(flag_options=flags)
     assert config.get_option("client.showErrorDetails") == "none"
     assert config.get_option("client.toolbarMode") == "minimal"
+
+
+def test_feed_text_is_shown_literally_never_as_markdown_or_links(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    photos = tmp_path / "hostile"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(image_bytes(77))
+    (photos / "a.json").write_text(
+        '{"title": "[click me](javascript:alert(1)) <b>bold</b> **loud**", '
+        '"source_uri": "https://news.example/a (b)"}'
+    )
+    runtime = Runtime(settings)
+    try:
+        runtime.pipeline.run([FolderSource("news", photos)])
+    finally:
+        runtime.close()
+    at = app_for(settings, monkeypatch).run()
+    at.file_uploader[0].set_value(("a.jpg", image_bytes(77), "image/jpeg")).run()
+    assert not at.exception
+    texts = [m.value for m in at.markdown]
+    (card,) = [t for t in texts if CARD.match(t)]
+    assert r"\[click me\]\(javascript:alert\(1\)\) \<b\>bold\</b\> \*\*loud\*\*" in card
+    assert "](javascript" not in "".join(texts)
+    assert any("(https://news.example/a%20%28b%29)" in t for t in texts)
