@@ -1,7 +1,9 @@
 """The downloader: one shared httpx client per source with caps, checks, retries and host limits.
 
 Images and documents (feeds, CSV, HTML pages) go through the same client. Every failure becomes a
-FetchError whose reason is a few words a user can read in the quarantine list.
+FetchError whose reason is a few words a user can read in the quarantine list. Connections go
+through ingest/netguard.py, which refuses private addresses and odd ports; redirects are followed
+here, hop by hop, so every hop meets the same checks.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from config import FetchSettings
 from ingest.items import FetchError
+from ingest.netguard import GuardedBackend, Policy, Refused
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,7 @@ class Downloader:
 
     def __init__(self, settings: FetchSettings) -> None:
         self.settings = settings
+        self.policy = Policy(settings.allowed_private_hosts)
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
@@ -129,6 +134,10 @@ class Downloader:
         with self._client_lock:
             if self._client is None:
                 s = self.settings
+                limits = httpx.Limits(
+                    max_connections=max(s.concurrency, s.per_host),
+                    max_keepalive_connections=max(s.concurrency, s.per_host),
+                )
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(
                         connect=s.connect_timeout_s,
@@ -138,12 +147,10 @@ class Downloader:
                         # demand, so this only trips when the pool itself is wedged.
                         pool=s.connect_timeout_s + s.read_timeout_s,
                     ),
-                    limits=httpx.Limits(
-                        max_connections=max(s.concurrency, s.per_host),
-                        max_keepalive_connections=max(s.concurrency, s.per_host),
-                    ),
-                    follow_redirects=True,
-                    max_redirects=MAX_REDIRECTS,
+                    transport=_guarded_transport(self.policy, limits),
+                    # No environment proxies: a proxy resolves names itself, out of our checks.
+                    trust_env=False,
+                    follow_redirects=False,  # _once follows them, checking every hop
                     headers={"User-Agent": s.user_agent},
                 )
             return self._client
@@ -184,10 +191,36 @@ class Downloader:
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _once(self, url: str, *, image: bool) -> Document:
+        for _hop in range(MAX_REDIRECTS + 1):
+            self._precheck(url)
+            document_or_next = self._hop(url, image=image)
+            if isinstance(document_or_next, Document):
+                return document_or_next
+            url = document_or_next
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+    def _precheck(self, url: str) -> None:
+        """Refuse a hop's scheme, port or numeric private host before anything is sent."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise FetchError(f"bad URL: {exc}", retryable=False) from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise FetchError(f"not an http(s) URL: {url[:200]}", retryable=False)
+        try:
+            self.policy.precheck(parts.hostname, port)
+        except Refused as exc:
+            raise FetchError(exc.reason, retryable=False) from None
+
+    def _hop(self, url: str, *, image: bool) -> Document | str:
+        """One request: the Document, or the absolute URL a redirect points to."""
         accept = IMAGE_ACCEPT if image else DOCUMENT_ACCEPT
         cap = self.settings.max_bytes if image else self.settings.max_page_bytes
         try:
             with self.client.stream("GET", url, headers={"Accept": accept}) as response:
+                if response.is_redirect:
+                    return str(response.url.join(response.headers["location"]))
                 self._check_status(response)
                 media_type, charset = split_content_type(response.headers.get("content-type"))
                 if image and not _image_type_ok(media_type):
@@ -199,8 +232,8 @@ class Downloader:
                 return Document(str(response.url), media_type, charset, content)
         except FetchError:
             raise
-        except httpx.TooManyRedirects as exc:
-            raise FetchError(f"more than {MAX_REDIRECTS} redirects", retryable=False) from exc
+        except Refused as exc:
+            raise FetchError(exc.reason, retryable=False) from None
         except httpx.TimeoutException as exc:
             kind = type(exc).__name__.removesuffix("Timeout").lower() or "request"
             raise _Retry(FetchError(f"timed out ({kind})")) from exc
@@ -243,6 +276,21 @@ class Downloader:
         if not checked:
             _check_signature(content)
         return content
+
+
+def _guarded_transport(policy: Policy, limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's transport with its connection pool opening sockets through the guard."""
+    transport = httpx.HTTPTransport(limits=limits, trust_env=False)
+    # httpx has no public hook for httpcore's network backend, so the pool it built is swapped
+    # for the same pool on a guarded backend (the settings mirror HTTPTransport's defaults).
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=True),
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(policy),
+    )
+    return transport
 
 
 def _image_type_ok(media_type: str) -> bool:

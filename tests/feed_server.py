@@ -57,6 +57,16 @@ class FeedServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        return int(self._httpd.server_address[1])
+
+    @property
+    def host_port(self) -> str:
+        """127.0.0.1:PORT, as an allowed_private_hosts entry for exactly this server."""
+        return f"127.0.0.1:{self.port}"
+
     def url(self, path: str) -> str:
         """Absolute URL of a path on this server."""
         return self.base + path

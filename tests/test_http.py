@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import pytest
 from config import FetchSettings
 from ingest.http import Downloader, image_signature
 from ingest.items import FetchError
+from ingest.netguard import Policy, Refused
 from tests.conftest import image_bytes
 from tests.feed_server import FeedServer
 
@@ -29,6 +31,8 @@ def fast_settings(**overrides: object) -> FetchSettings:
         "backoff_s": 0.01,
         "per_host": 2,
         "max_bytes": 200_000,
+        # The test servers listen on loopback, which the downloader refuses unless allowed.
+        "allowed_private_hosts": ["127.0.0.1"],
     }
     values.update(overrides)
     return FetchSettings.model_validate(values)
@@ -162,3 +166,106 @@ def test_signatures_of_every_accepted_format_are_recognised() -> None:
     ):
         assert image_signature(image_bytes(6, fmt)[:16]) == expected
     assert image_signature(b"<html>") is None
+
+
+# -- private networks ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("localhost", "a loopback address"),  # a name: checked after resolving, in the backend
+        ("2130706433", "a loopback address"),  # decimal
+        ("0177.0.0.1", "a loopback address"),  # octal
+        ("0x7f.1", "a loopback address"),  # hex, short form
+        ("[::1]", "a loopback address"),
+        ("[::ffff:127.0.0.1]", "a loopback address"),  # IPv4-mapped IPv6
+        ("[64:ff9b::7f00:1]", "a NAT64 address"),
+        ("169.254.169.254", "a link-local address"),  # cloud metadata
+        ("10.1.2.3", "a private address"),
+        ("[fd00::1]", "a private address"),
+        ("100.64.0.1", "a shared (carrier-grade NAT) address"),
+        ("0.0.0.0", "an unspecified address"),
+        ("224.0.1.1", "a multicast address"),
+    ],
+)
+def test_private_addresses_in_any_spelling_are_refused_before_connecting(
+    host: str, problem: str
+) -> None:
+    with (
+        Downloader(fast_settings(allowed_private_hosts=[])) as client,
+        pytest.raises(FetchError) as caught,
+    ):
+        client.image(f"http://{host}/latest/meta-data")
+    reason = caught.value.reason
+    assert reason.startswith("refused: ") and problem in reason, reason
+    assert "IMGSEARCH_FETCH__ALLOWED_PRIVATE_HOSTS" in reason
+    assert not caught.value.retryable  # refused once, not retried
+
+
+def test_a_loopback_server_gets_no_request_unless_its_host_is_allowed(server: FeedServer) -> None:
+    data = image_bytes(7)
+    url = server.add("/a.jpg", data, "image/jpeg")
+    with (
+        Downloader(fast_settings(allowed_private_hosts=[])) as client,
+        pytest.raises(FetchError, match=r"^refused: port \d+ of 127\.0\.0\.1 is not 80 or 443"),
+    ):
+        client.image(url)
+    assert server.hits("/a.jpg") == 0
+    with Downloader(fast_settings(allowed_private_hosts=[server.host_port])) as client:
+        assert client.image(url) == data
+
+
+def test_an_allowed_host_port_does_not_open_the_same_host_on_another_port(
+    server: FeedServer,
+) -> None:
+    with FeedServer() as private:
+        secret = private.add("/secret.jpg", image_bytes(8), "image/jpeg")
+        with (
+            Downloader(fast_settings(allowed_private_hosts=[server.host_port])) as client,
+            pytest.raises(FetchError, match=r"^refused: port"),
+        ):
+            client.image(secret)
+        assert private.hits("/secret.jpg") == 0
+
+
+def test_an_allowed_name_is_resolved_and_fetched(server: FeedServer) -> None:
+    data = image_bytes(9)
+    server.add("/named.jpg", data, "image/jpeg")
+    allowed = [f"LOCALHOST:{server.port}"]  # entries match case-insensitively
+    with Downloader(fast_settings(allowed_private_hosts=allowed)) as client:
+        assert client.image(f"http://localhost:{server.port}/named.jpg") == data
+
+
+def test_every_redirect_hop_is_checked(server: FeedServer) -> None:
+    with FeedServer() as private:
+        secret = private.add("/secret.jpg", image_bytes(10), "image/jpeg")
+        hop = server.add("/hop.jpg", b"", None, status=302, headers={"Location": secret})
+        moved = server.add("/moved.jpg", b"", None, status=301, headers={"Location": hop})
+        meta = server.add(
+            "/meta.jpg", b"", None, status=307, headers={"Location": "http://169.254.169.254/"}
+        )
+        with Downloader(fast_settings(allowed_private_hosts=[server.host_port])) as client:
+            with pytest.raises(FetchError, match=r"^refused: port"):
+                client.image(moved)
+            with pytest.raises(FetchError, match=r"^refused: 169\.254\.169\.254 is a link-local"):
+                client.image(meta)
+        assert private.hits("/secret.jpg") == 0
+        assert server.hits("/hop.jpg") == 1
+
+
+def test_a_name_resolving_to_any_private_address_is_refused_and_global_ones_connect_as_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = {
+        "mixed.example": ["93.184.216.34", "10.0.0.5"],
+        "public.example": ["93.184.216.34", "2606:2800:220:1::1"],
+    }
+
+    def fake_getaddrinfo(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(0, 0, 0, "", (address, port)) for address in answers[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    with pytest.raises(Refused, match=r"mixed\.example resolves to 10\.0\.0\.5, a private address"):
+        Policy([]).resolve("mixed.example", 443)
+    assert Policy([]).resolve("public.example", 443) == answers["public.example"]
+    assert Policy(["mixed.example"]).resolve("mixed.example", 8443) == answers["mixed.example"]

@@ -50,6 +50,7 @@ def web_settings(tmp_path: Path, **fetch: Any) -> Settings:
         "backoff_s": 0.01,
         "per_host": 2,
         "concurrency": 8,
+        "allowed_private_hosts": ["127.0.0.1"],  # the test servers listen on loopback
         **fetch,
     }
     return make_settings(tmp_path / "data", fetch=values)
@@ -531,3 +532,68 @@ def test_a_new_article_reusing_a_known_image_is_recorded_on_the_next_run(
         ("Quay reopens", server.url("/site/a.html")),
         ("Quay, a week on", server.url("/site/b.html")),
     ]
+
+
+# -- private networks ---------------------------------------------------------------------------
+def test_a_feed_cannot_point_the_worker_at_a_private_service(
+    server: FeedServer, tmp_path: Path, encoder: Encoder
+) -> None:
+    """Only the feed's own host:port is allowed; its items aim at loopback in many spellings."""
+    settings = web_settings(tmp_path, allowed_private_hosts=[server.host_port])
+    with FeedServer() as private:
+        private.add("/secret.jpg", image_bytes(40), "image/jpeg")
+        secret_path = f":{private.port}/secret.jpg"
+        good = server.add("/img/ok.jpg", image_bytes(41), "image/jpeg")
+        to_private = server.add(
+            "/img/redirect.jpg", b"", None, status=302, headers={"Location": private.url("/s.jpg")}
+        )
+        to_loopback = server.add(
+            "/img/redirect80.jpg", b"", None, status=302, headers={"Location": "http://localhost/"}
+        )
+        expected = {
+            good: None,
+            "http://127.0.0.1" + secret_path: "refused: port",
+            "http://localhost" + secret_path: "refused: port",
+            "http://2130706433" + secret_path: "refused: port",
+            "http://0177.0.0.1" + secret_path: "refused: port",
+            "http://127.0.0.1/secret.jpg": "refused: 127.0.0.1 is a loopback address",
+            "http://localhost/secret.jpg": "refused: localhost resolves to 127.0.0.1, a loopback",
+            "http://2130706433/secret.jpg": "refused: 2130706433 resolves to 127.0.0.1, a loopback",
+            "http://0177.0.0.1/secret.jpg": "refused: 0177.0.0.1 resolves to 127.0.0.1, a loopback",
+            "http://169.254.169.254/latest/meta-data/": "refused: 169.254.169.254 is a link-local",
+            to_private: "refused: port",
+            to_loopback: "refused: localhost resolves to 127.0.0.1, a loopback",
+        }
+        items = "".join(
+            f"<item><title>Item {i}</title><guid>g{i}</guid>"
+            f'<media:content url="{url}" medium="image" type="image/jpeg"/></item>'
+            for i, url in enumerate(expected)
+        )
+        feed = server.add(
+            "/rss.xml",
+            '<?xml version="1.0"?><rss version="2.0" xmlns:media="http://search.yahoo.com/mrss/">'
+            f"<channel><title>Sneaky</title>{items}</channel></rss>",
+            "application/rss+xml",
+        )
+        index = open_catalog(":memory:", settings)
+        state = StateStore(tmp_path / "state.sqlite", backoff_s=0)
+        try:
+            pipeline = Pipeline(
+                settings,
+                index,
+                LocalImageStore(tmp_path / "images"),
+                make_descriptors(settings, encoder),
+                state,
+            )
+            report = pipeline.run([web("sneaky", feed, settings)]).total()
+            reasons = {image_url(e.key): e.reason for e in state.quarantine_list()}
+            assert (report.new, report.failed) == (1, len(expected) - 1)
+            assert index.count() == 1
+        finally:
+            index.close()
+            state.close()
+        assert private.requests == []  # the private service never saw a single request
+    assert set(reasons) == {url for url, reason in expected.items() if reason}
+    for url, reason in reasons.items():
+        assert reason.startswith(str(expected[url])), (url, reason)
+        assert reason.endswith("(allow it with IMGSEARCH_FETCH__ALLOWED_PRIVATE_HOSTS)")
