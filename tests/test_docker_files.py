@@ -62,6 +62,8 @@ def test_torch_comes_from_the_cpu_index_by_default_and_a_build_arg_selects_cuda(
 def test_weights_are_fetched_at_build_time_into_torch_home() -> None:
     runs = " ".join(rest for word, rest in instructions() if word == "RUN")
     assert "ResNet50_Weights.DEFAULT.get_state_dict(progress=False)" in runs
+    # The SSCD file lands where embed/sscd.py looks for it: TORCH_HOME/hub/checkpoints.
+    assert "download_url_to_file(SSCD_URL, '/opt/torch/hub/checkpoints/' + SSCD_FILE" in runs
     envs = " ".join(rest for word, rest in instructions() if word == "ENV")
     assert "TORCH_HOME=/opt/torch" in envs
     assert "IMGSEARCH_EMBED__WEIGHTS=imagenet" in envs
