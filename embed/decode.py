@@ -240,11 +240,13 @@ def _stretch(array: np.ndarray, out: np.ndarray, low: float, top: float) -> None
         out[...] = 0
         return
     scale = np.float32(255.0 / (top - low))
-    for rows in _row_chunks(array):
-        chunk = array[rows].astype(np.float32)
-        chunk -= np.float32(low)
-        chunk *= scale
-        np.nan_to_num(chunk, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
-        np.clip(chunk, 0, 255, out=chunk)
-        np.rint(chunk, out=chunk)
-        out[rows] = chunk
+    # Infinite pixels or an infinite range give NaN here on purpose: nan_to_num maps them.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for rows in _row_chunks(array):
+            chunk = array[rows].astype(np.float32)
+            chunk -= np.float32(low)
+            chunk *= scale
+            np.nan_to_num(chunk, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+            np.clip(chunk, 0, 255, out=chunk)
+            np.rint(chunk, out=chunk)
+            out[rows] = chunk
