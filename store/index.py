@@ -59,9 +59,6 @@ class VectorSpec:
         return self.distance in ("cosine", "dot")
 
 
-DEFAULT_SPECS = (VectorSpec(VECTOR_NAME, DIM, "cosine"),)
-
-
 @dataclass(frozen=True)
 class PointRecord:
     """One image's vectors (by descriptor name) and payload, ready to upsert."""
@@ -131,11 +128,7 @@ class VectorIndex:
     @property
     def higher_is_better(self) -> bool:
         """Whether a larger score is closer for the similarity vector."""
-        return self.spec(VECTOR_NAME).higher_is_better
-
-    def spec(self, name: str) -> VectorSpec:
-        """The declared spec of a named vector."""
-        return self.specs[name]
+        return self.specs[VECTOR_NAME].higher_is_better
 
     @_guard
     def ensure_collection(self) -> None:
