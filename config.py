@@ -12,7 +12,7 @@ Distance = Literal["cosine", "dot", "euclid", "manhattan"]
 
 
 class QdrantSettings(BaseModel):
-    """Vector index: embedded local mode (empty url) or a Qdrant server/cluster."""
+    """Vector index: embedded (empty url) or a Qdrant server/cluster."""
 
     url: str = ""
     api_key: SecretStr | None = None
@@ -20,6 +20,15 @@ class QdrantSettings(BaseModel):
     distance: Distance = "cosine"
     timeout_s: float = 10.0
     upsert_batch: int = Field(default=128, ge=1)
+    # Embedded engine: "edge" = Qdrant Edge (Rust, HNSW, payload indexes); "local" =
+    # qdrant-client's local mode (NumPy brute force). Edge moves a local-mode catalog in on open.
+    engine: Literal["edge", "local"] = "edge"
+    # Edge: build the HNSW graph in the background once this many points are new (0: default).
+    hnsw_after: int = Field(default=0, ge=0)
+    # Server: gRPC (port grpc_port) for points traffic; quantization "int8" = scalar, rescored.
+    prefer_grpc: bool = True
+    grpc_port: int = Field(default=6334, ge=1, le=65535)
+    quantization: Literal["none", "int8"] = "none"
 
 
 class StorageSettings(BaseModel):
@@ -35,6 +44,11 @@ class S3Settings(BaseModel):
     endpoint_url: str = ""
     region: str = ""
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Server-side encryption of stored images: AES256 (S3-managed keys) on AWS; "aws:kms" with
+    # sse_kms_key_id for a customer key; "none" for S3-compatible servers without it (MinIO
+    # without a KMS refuses any SSE header).
+    sse: Literal["AES256", "aws:kms", "none"] = "AES256"
+    sse_kms_key_id: str = ""
 
 
 class EmbedSettings(BaseModel):
@@ -43,7 +57,20 @@ class EmbedSettings(BaseModel):
     weights: str = "imagenet"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=16, ge=1)
+    # torch threads; 0 = automatic (one core left to the decode workers, see embed/encoder.py)
     threads: int = Field(default=0, ge=0)
+    # auto: bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX), fp16 on CUDA, else fp32;
+    # fp32 forces full precision; bf16 forces bf16 even where the CPU only emulates it (slow).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+class TextSettings(BaseModel):
+    """Text search: a CLIP model, loaded from a local folder or the local Hugging Face cache."""
+
+    enabled: bool = False
+    # A folder written by save_pretrained, or a hub id already in the Hugging Face cache; it is
+    # never downloaded at run time.
+    model: str = "openai/clip-vit-base-patch32"
 
 
 class SearchSettings(BaseModel):
@@ -97,6 +124,33 @@ class FetchSettings(BaseModel):
     # Hosts ("host" or "host:port") that may resolve to private, loopback or link-local
     # addresses (intranet feeds); everything else must be a global address on port 80 or 443.
     allowed_private_hosts: list[str] = Field(default_factory=list)
+    # Entries read from one feed, CSV, JSON Lines file or page; the rest is reported, not read.
+    max_items_per_document: int = Field(default=2000, ge=1)
+
+
+class IngestSettings(BaseModel):
+    """Bounds of one ingestion run, so a hostile or stalled source cannot hold it forever."""
+
+    # Wall-clock budget of one source and of a whole run; what is left waits for the next run.
+    # A daily news feed of a few hundred images takes minutes here, so these only stop runaways.
+    source_deadline_s: float = Field(default=1800.0, gt=0)
+    run_deadline_s: float = Field(default=4 * 3600.0, gt=0)
+    # Index writes that fail (server restarting, network blip) are tried again with exponential
+    # backoff (backoff_s, 2x, 4x, ...) before the run gives up and is recorded as failed.
+    index_retries: int = Field(default=4, ge=0)
+    index_backoff_s: float = Field(default=1.0, ge=0)
+
+
+class DecodeSettings(BaseModel):
+    """Decoding untrusted images within a memory budget (uploads and ingestion)."""
+
+    # Pixels that may be decoded (header size; a JPEG's size at its reduced decoding scale).
+    # 40 MP is a 160 MB RGBA buffer, well under Pillow's 89.5 MP bomb limit and above any
+    # camera photo a catalog needs (embed/decode.py DEFAULT_MAX_PIXELS).
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    # Images decoded at once during ingestion (each up to max_pixels); 0 = one per two cores,
+    # 1 to 4, so a 2-core host holds one full-size buffer at a time.
+    concurrency: int = Field(default=0, ge=0)
 
 
 class SourceSettings(BaseModel):
@@ -125,6 +179,15 @@ class AppSettings(BaseModel):
 
     address: str = "127.0.0.1"
     port: int = Field(default=8501, ge=1, le=65535)
+    # Largest upload (page and API) in MB; Streamlit's own default is 200.
+    max_upload_mb: int = Field(default=50, ge=1, le=2000)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API under /api, served on the app's port by the same process."""
+
+    # Bearer token that writes (add, delete) need when set; set it whenever the port is open.
+    token: SecretStr | None = None
 
 
 class AwsSettings(BaseModel):
@@ -136,7 +199,9 @@ class AwsSettings(BaseModel):
     image_tag: str = "latest"
     keep_images: int = Field(default=10, ge=1)
     bucket: str = ""
-    bucket_versioning: bool = False
+    # On by default: an overwritten or deleted image can be restored for noncurrent_days.
+    bucket_versioning: bool = True
+    noncurrent_days: int = Field(default=30, ge=1)
     instance_type: str = "t3.large"
     volume_gb: int = Field(default=50, ge=8)
     allowed_cidr: str = "0.0.0.0/32"
@@ -162,12 +227,16 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    text: TextSettings = Field(default_factory=TextSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     verdict: VerdictSettings = Field(default_factory=VerdictSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    decode: DecodeSettings = Field(default_factory=DecodeSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     app: AppSettings = Field(default_factory=AppSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
 
     @field_validator("data_dir")

@@ -1,35 +1,39 @@
-"""Vector index over qdrant-client: one code path for embedded local mode and a server URL."""
+"""The vector index: one interface, two engines (Qdrant Edge embedded, qdrant-client).
+
+`VectorIndex` is what the rest of imgsearch uses. `store.edge.EdgeIndex` runs Qdrant's own Rust
+engine in-process (the embedded default); `store.client.ClientIndex` talks to a Qdrant server
+(gRPC preferred) or runs qdrant-client's local mode. Both answer the same calls the same way.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from config import Settings
-
-log = logging.getLogger(__name__)
 
 VECTOR_NAME = "image"  # the similarity vector (ResNet50), the default `using` of a query
 DIM = 2048
 SCHEMA = 2  # 1: one "image" vector and no metadata; 2: named descriptors recorded in metadata
-DISTANCES = {
-    "cosine": models.Distance.COSINE,
-    "dot": models.Distance.DOT,
-    "euclid": models.Distance.EUCLID,
-    "manhattan": models.Distance.MANHATTAN,
+DISTANCE_NAMES = ("cosine", "dot", "euclid", "manhattan")
+# Payload indexes (where the engine has them): keyword filters and facets, date ranges, words.
+PAYLOAD_INDEXES: dict[str, Literal["keyword", "datetime", "text"]] = {
+    "source": "keyword",
+    "category": "keyword",
+    "published_at": "datetime",
+    "title": "text",
 }
+Strategy = Literal["average_vector", "best_score"]
 T = TypeVar("T")
 
 
@@ -43,6 +47,10 @@ class IndexLocked(IndexUnavailable):
 
 class CatalogMismatch(IndexUnavailable):
     """The collection was built with another distance or model than this process uses."""
+
+
+class BadFilter(ValueError):
+    """A `where` filter of a shape the index does not understand; one sentence why."""
 
 
 @dataclass(frozen=True)
@@ -78,19 +86,116 @@ class Hit:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _guard(method: Callable[..., T]) -> Callable[..., T]:
-    """Serialise calls (local mode is not thread-safe) and turn transport errors into one type."""
+# -- filters: one neutral form, translated by each engine -------------------------------------
+@dataclass(frozen=True)
+class Exact:
+    """The field equals this value."""
+
+    key: str
+    value: str | int | bool
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """The field equals one of these values."""
+
+    key: str
+    values: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Between:
+    """The field lies in a range: ISO-8601 datetimes (dates=True) or numbers."""
+
+    key: str
+    bounds: Mapping[str, Any]  # any of gt, gte, lt, lte
+    dates: bool
+
+
+@dataclass(frozen=True)
+class Words:
+    """Every word of `text` occurs in the field (full-text, case-insensitive)."""
+
+    key: str
+    text: str
+
+
+Condition = Exact | AnyOf | Between | Words
+RANGE_KEYS = ("gt", "gte", "lt", "lte")
+
+
+def parse_where(where: Mapping[str, Any] | None) -> list[Condition]:
+    """The conditions of a `where` mapping (all must hold); BadFilter for other shapes.
+
+    `{field: value}` exact, `{field: [v1, v2]}` any of, `{field: {"gte": x, "lte": y}}` a range
+    (ISO-8601 strings, dates or datetimes = datetime range, numbers = numeric range),
+    `{field: {"text": "some words"}}` all of the words.
+    """
+    conditions: list[Condition] = []
+    for key, value in (where or {}).items():
+        if isinstance(value, Mapping):
+            if set(value) == {"text"}:
+                conditions.append(Words(key, str(value["text"])))
+                continue
+            unknown = set(value) - set(RANGE_KEYS)
+            if unknown or not value:
+                raise BadFilter(
+                    f"the filter on {key!r} has {sorted(map(str, unknown)) or 'no'} keys; use "
+                    'gt/gte/lt/lte for a range or "text" for words'
+                )
+            bounds = {k: v for k, v in value.items() if v is not None}
+            dates = any(isinstance(v, str | date) for v in bounds.values())
+            if dates:
+                bounds = {k: _iso(v, key) for k, v in bounds.items()}
+            elif not all(isinstance(v, int | float) for v in bounds.values()):
+                raise BadFilter(f"the range on {key!r} needs numbers or ISO-8601 dates")
+            conditions.append(Between(key, bounds, dates))
+        elif isinstance(value, list | tuple | set | frozenset):
+            conditions.append(AnyOf(key, tuple(value)))
+        elif isinstance(value, str | int | bool):
+            conditions.append(Exact(key, value))
+        else:
+            raise BadFilter(f"the filter on {key!r} cannot match a {type(value).__name__}")
+    return conditions
+
+
+def _iso(value: Any, key: str) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day).isoformat()
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadFilter(f"the range on {key!r} has {value!r}, not an ISO-8601 date") from None
+        return value
+    raise BadFilter(f"the range on {key!r} mixes dates and numbers")
+
+
+def average_vector(positive: Sequence[np.ndarray], negative: Sequence[np.ndarray]) -> np.ndarray:
+    """Qdrant's average_vector recommend target: avg(+) + (avg(+) - avg(-)), or avg(+)."""
+    pos = np.mean(np.stack(positive), axis=0)
+    if not negative:
+        return pos
+    return pos + (pos - np.mean(np.stack(negative), axis=0))
+
+
+def guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """Serialise calls on one index and turn the engine's failures into IndexUnavailable."""
 
     @functools.wraps(method)
     def wrapper(self: VectorIndex, *args: Any, **kwargs: Any) -> T:
         with self._lock:
             try:
                 return method(self, *args, **kwargs)
-            except (ResponseHandlingException, UnexpectedResponse, ConnectionError) as exc:
-                raise IndexUnavailable(
-                    f"the Qdrant index at {self.where} did not answer ({_first_line(exc)}); "
-                    "check that the server is running and IMGSEARCH_QDRANT__URL is right"
-                ) from exc
+            except IndexUnavailable:
+                raise
+            except Exception as exc:
+                translated = self._unavailable(exc)
+                if translated is None:
+                    raise
+                raise translated from exc
 
     return wrapper
 
@@ -98,14 +203,16 @@ def _guard(method: Callable[..., T]) -> Callable[..., T]:
 class VectorIndex:
     """The image collection: one point per image with a named vector per descriptor.
 
-    The collection's metadata records each descriptor's size, distance and the model that built
+    The collection's record keeps each descriptor's size, distance and the model that built
     it; opening it with another distance or model refuses with one sentence (CatalogMismatch),
-    and a collection that lacks a declared vector (made by an earlier version) is migrated.
+    and a collection that lacks a declared vector (made by an earlier version) gains it.
+    Engines implement the methods that raise NotImplementedError here.
     """
+
+    engine = "abstract"
 
     def __init__(
         self,
-        client: QdrantClient,
         collection: str,
         distance: str = "cosine",
         *,
@@ -114,7 +221,6 @@ class VectorIndex:
         upsert_batch: int = 128,
         on_close: Callable[[], None] | None = None,
     ) -> None:
-        self.client = client
         self.collection = collection
         self.specs = {s.name: s for s in (specs or [VectorSpec(VECTOR_NAME, DIM, distance)])}
         self.distance = self.specs[VECTOR_NAME].distance if VECTOR_NAME in self.specs else distance
@@ -125,73 +231,53 @@ class VectorIndex:
         self._ready = False
         self._meta: dict[str, Any] = {}  # the collection's own record (schema, vectors)
 
+    # -- engine hooks ---------------------------------------------------------------------
+    def _unavailable(self, exc: Exception) -> IndexUnavailable | None:
+        """The one-sentence error for an engine failure, or None to let exc through."""
+        return None
+
+    def _open(self) -> dict[str, Any]:
+        """Create or check the collection; return its record."""
+        raise NotImplementedError
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    # -- the collection's record ------------------------------------------------------------
+    @guarded
+    def ensure_collection(self) -> None:
+        """Create the collection when missing; check or migrate it when present (never wipe)."""
+        if not self._ready:
+            self._meta = dict(self._open())
+            self._ready = True
+
     @property
     def higher_is_better(self) -> bool:
         """Whether a larger score is closer for the similarity vector."""
         return self.specs[VECTOR_NAME].higher_is_better
 
-    @_guard
-    def ensure_collection(self) -> None:
-        """Create the collection when missing; check or migrate it when present (never wipe)."""
-        if self._ready:
-            return
-        migrating = f"{self.collection}{MIGRATING}"
-        if not self.client.collection_exists(self.collection):
-            if self.client.collection_exists(migrating):
-                # Killed after dropping the old collection: its points are all in the copy.
-                self._create(self.collection, {})
-                self._copy(migrating, self.collection)
-                self.client.delete_collection(migrating)
-                log.info("finished an interrupted migration of %s", self.collection)
-            else:
-                self._create(self.collection, {})
-                log.info("created collection %s at %s", self.collection, self.where)
-        info = self.client.get_collection(self.collection)
-        vectors = info.config.params.vectors
-        present = dict(vectors) if isinstance(vectors, Mapping) else {}
-        meta = dict((info.config.metadata or {}).get("imgsearch") or {})
-        if self.client.collection_exists(migrating) and meta.get("schema") == SCHEMA:
-            self._copy(migrating, self.collection)  # killed while copying back
-            self.client.delete_collection(migrating)
-        self._check_distances(present)
-        missing = [name for name in self.specs if name not in present]
-        if missing:
-            meta = self._migrate(meta, missing)
-        self._meta = dict(meta)
-        self._ready = True
-
-    def _create(self, name: str, recorded: Mapping[str, Any]) -> None:
-        self.client.create_collection(
-            name,
-            vectors_config={
-                s.name: models.VectorParams(size=s.size, distance=DISTANCES[s.distance])
-                for s in self.specs.values()
-            },
-            metadata={"imgsearch": {"schema": SCHEMA, "vectors": dict(recorded)}},
-        )
-
-    def _check_distances(self, present: Mapping[str, Any]) -> None:
-        for name, params in present.items():
+    def check_distances(self, present: Mapping[str, tuple[str, int]]) -> None:
+        """CatalogMismatch when a stored vector's (distance, size) differs from the spec."""
+        for name, (distance, size) in present.items():
             spec = self.specs.get(name)
             if spec is None:
                 continue
-            distance = str(params.distance.value).lower()
-            if distance != spec.distance or int(params.size) != spec.size:
+            if distance != spec.distance or size != spec.size:
                 raise CatalogMismatch(
                     f"The catalog {self.collection} at {self.where} stores its {name} vectors "
-                    f"with {distance} distance and size {params.size}, but this configuration "
+                    f"with {distance} distance and size {size}, but this configuration "
                     f"asks for {spec.distance} and {spec.size}; set IMGSEARCH_QDRANT__DISTANCE "
                     "back, or use a new IMGSEARCH_QDRANT__COLLECTION"
                 )
 
-    @_guard
+    @guarded
     def recorded_labels(self) -> dict[str, str]:
         """{vector name: the model that built it}, as the collection records it."""
         self.ensure_collection()
         vectors = dict(self._meta.get("vectors") or {})
         return {n: str(e["label"]) for n, e in vectors.items() if (e or {}).get("label")}
 
-    @_guard
+    @guarded
     def check_labels(self, labels: Mapping[str, str], accept_relabel: Sequence[str] = ()) -> None:
         """Refuse models other than those that built the catalog; record new ones."""
         recorded: dict[str, str | None] = dict(self.recorded_labels())
@@ -215,97 +301,30 @@ class VectorIndex:
                 if name in recorded or name in changed
             }
             self._meta = {"schema": SCHEMA, "vectors": vectors}
-            self.client.update_collection(self.collection, metadata={"imgsearch": self._meta})
+            self._write_meta(self._meta)
 
-    def _migrate(self, meta: Mapping[str, Any], missing: list[str]) -> dict[str, Any]:
-        """Rebuild the collection with every declared vector, keeping every point and vector."""
-        log.warning(
-            "migrating catalog %s at %s: adding the %s vector(s); points and payloads are kept, "
-            "and `imgsearch reindex` computes the new vectors from the stored originals",
-            self.collection,
-            self.where,
-            ", ".join(missing),
-        )
-        # Schema 1 recorded no model: the first check_labels records the configured one.
-        recorded = dict(meta.get("vectors") or {})
-        temp = f"{self.collection}{MIGRATING}"
-        if self.client.collection_exists(temp):
-            self.client.delete_collection(temp)
-        self._create(temp, recorded)
-        self._copy(self.collection, temp)
-        self.client.delete_collection(self.collection)
-        self._create(self.collection, recorded)
-        self._copy(temp, self.collection)
-        self.client.delete_collection(temp)
-        log.info("migrated catalog %s (%d points)", self.collection, self._count())
-        return {"schema": SCHEMA, "vectors": recorded}
-
-    def _copy(self, source: str, target: str) -> None:
-        offset: Any = None
-        while True:
-            points, offset = self.client.scroll(
-                source, limit=256, offset=offset, with_payload=True, with_vectors=True
-            )
-            if points:
-                self.client.upsert(
-                    target,
-                    points=[
-                        models.PointStruct(
-                            id=p.id,
-                            vector=dict(p.vector) if isinstance(p.vector, Mapping) else {},
-                            payload=p.payload or {},
-                        )
-                        for p in points
-                    ],
-                    wait=True,
-                )
-            if offset is None:
-                return
-
-    def _count(self) -> int:
-        return int(self.client.count(self.collection, exact=True).count)
-
-    @_guard
+    # -- writes -------------------------------------------------------------------------------
     def upsert(self, records: Sequence[PointRecord]) -> None:
         """Insert or replace points in batches; ids are content-derived so repeats are harmless."""
-        self.ensure_collection()
-        for start in range(0, len(records), self.upsert_batch):
-            chunk = records[start : start + self.upsert_batch]
-            self.client.upsert(
-                self.collection,
-                points=[
-                    models.PointStruct(
-                        id=record.id,
-                        vector={
-                            name: np.asarray(vector, dtype=np.float32).tolist()
-                            for name, vector in record.vectors.items()
-                        },
-                        payload=dict(record.payload),
-                    )
-                    for record in chunk
-                ],
-                wait=True,
-            )
+        raise NotImplementedError
 
-    @_guard
     def update_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Set some named vectors of existing points ({point id: {name: vector}})."""
-        if not vectors:
-            return
-        self.ensure_collection()
-        self.client.update_vectors(
-            self.collection,
-            points=[
-                models.PointVectors(
-                    id=pid,
-                    vector={n: np.asarray(v, dtype=np.float32).tolist() for n, v in named.items()},
-                )
-                for pid, named in vectors.items()
-            ],
-            wait=True,
-        )
+        raise NotImplementedError
 
-    @_guard
+    def set_payload(self, point: str, payload: Mapping[str, Any]) -> None:
+        """Merge keys into one point's payload."""
+        raise NotImplementedError
+
+    def overwrite_payload(self, point: str, payload: Mapping[str, Any]) -> None:
+        """Replace one point's whole payload."""
+        raise NotImplementedError
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove points by id."""
+        raise NotImplementedError
+
+    # -- reads --------------------------------------------------------------------------------
     def query(
         self,
         vector: np.ndarray,
@@ -314,13 +333,13 @@ class VectorIndex:
         top_k: int = 10,
         threshold: float | None = None,
         where: Mapping[str, Any] | None = None,
+        offset: int = 0,
     ) -> list[Hit]:
         """Nearest points to vector; threshold is a minimum score (a maximum distance)."""
         return self.query_many(
-            [vector], using=using, top_k=top_k, threshold=threshold, where=where
+            [vector], using=using, top_k=top_k, threshold=threshold, where=where, offset=offset
         )[0]
 
-    @_guard
     def query_many(
         self,
         vectors: Sequence[np.ndarray],
@@ -329,154 +348,92 @@ class VectorIndex:
         top_k: int = 10,
         threshold: float | None = None,
         where: Mapping[str, Any] | None = None,
+        offset: int = 0,
     ) -> list[list[Hit]]:
-        """One round trip for several query vectors of one named vector."""
-        if not vectors:
-            return []
-        self.ensure_collection()
-        flt = build_filter(where)
-        responses = self.client.query_batch_points(
-            self.collection,
-            requests=[
-                models.QueryRequest(
-                    query=np.asarray(vector, dtype=np.float32).tolist(),
-                    using=using,
-                    limit=top_k,
-                    score_threshold=threshold,
-                    filter=flt,
-                    with_payload=True,
-                )
-                for vector in vectors
-            ],
-        )
-        return [
-            [
-                Hit(id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
-                for point in response.points
-            ]
-            for response in responses
-        ]
+        """One round trip for several query vectors of one named vector (offset: skip that many)."""
+        raise NotImplementedError
 
-    @_guard
+    def recommend(
+        self,
+        positive: Sequence[str | np.ndarray],
+        negative: Sequence[str | np.ndarray] = (),
+        *,
+        using: str = VECTOR_NAME,
+        strategy: Strategy = "average_vector",
+        top_k: int = 10,
+        offset: int = 0,
+        threshold: float | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Points like the positive examples and unlike the negative ones (Qdrant's recommend).
+
+        An example is a point id (its stored `using` vector; the examples themselves are left
+        out of the results) or a vector. An unknown id raises KeyError.
+        """
+        raise NotImplementedError
+
     def get(self, ids: Sequence[str], *, with_vectors: Sequence[str] = ()) -> list[Hit]:
         """The points with these ids that exist (score 1.0), with the named vectors asked for."""
-        if not ids:
-            return []
-        self.ensure_collection()
-        points = self.client.retrieve(
-            self.collection,
-            ids=list(ids),
-            with_payload=True,
-            with_vectors=list(with_vectors) if with_vectors else False,
-        )
-        return [
-            Hit(
-                id=str(p.id),
-                score=1.0,
-                payload=dict(p.payload or {}),
-                vectors=_named(p.vector),
-            )
-            for p in points
-        ]
+        raise NotImplementedError
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """The subset of ids already in the index."""
         return {hit.id for hit in self.get(ids)}
 
-    @_guard
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         """Exact number of points (matching the filter, if any)."""
-        self.ensure_collection()
-        return int(
-            self.client.count(self.collection, count_filter=build_filter(where), exact=True).count
-        )
+        raise NotImplementedError
 
-    def scroll(self, page_size: int = 256, *, with_vectors: Sequence[str] = ()) -> Iterator[Hit]:
-        """Every point with its payload (and the named vectors asked for), page by page."""
+    def facet(
+        self, key: str, *, where: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> list[tuple[Any, int]]:
+        """(payload value, number of points) for one key, largest first."""
+        raise NotImplementedError
+
+    def scroll(
+        self,
+        page_size: int = 256,
+        *,
+        with_vectors: Sequence[str] = (),
+        where: Mapping[str, Any] | None = None,
+    ) -> Iterator[Hit]:
+        """Every point (matching the filter) with its payload and the vectors asked for."""
         offset: Any = None
         while True:
-            points, offset = self._scroll_page(page_size, offset, with_vectors)
+            points, offset = self._scroll_page(page_size, offset, with_vectors, where)
             yield from points
             if offset is None:
                 return
 
-    @_guard
     def _scroll_page(
-        self, page_size: int, offset: Any, with_vectors: Sequence[str] = ()
+        self,
+        page_size: int,
+        offset: Any,
+        with_vectors: Sequence[str] = (),
+        where: Mapping[str, Any] | None = None,
     ) -> tuple[list[Hit], Any]:
-        self.ensure_collection()
-        points, next_offset = self.client.scroll(
-            self.collection,
-            limit=page_size,
-            offset=offset,
-            with_payload=True,
-            with_vectors=list(with_vectors) if with_vectors else False,
-        )
-        hits = [
-            Hit(id=str(p.id), score=1.0, payload=dict(p.payload or {}), vectors=_named(p.vector))
-            for p in points
-        ]
-        return hits, next_offset
+        raise NotImplementedError
 
-    @_guard
-    def set_payload(self, point: str, payload: Mapping[str, Any]) -> None:
-        """Merge keys into one point's payload."""
-        self.ensure_collection()
-        self.client.set_payload(self.collection, payload=dict(payload), points=[point], wait=True)
-
-    @_guard
-    def overwrite_payload(self, point: str, payload: Mapping[str, Any]) -> None:
-        """Replace one point's whole payload."""
-        self.ensure_collection()
-        self.client.overwrite_payload(
-            self.collection, payload=dict(payload), points=[point], wait=True
-        )
-
-    @_guard
-    def delete(self, ids: Sequence[str]) -> None:
-        """Remove points by id."""
-        if ids:
-            self.ensure_collection()
-            self.client.delete(self.collection, points_selector=list(ids), wait=True)
+    def _split_examples(
+        self, examples: Sequence[str | np.ndarray]
+    ) -> tuple[list[str], list[np.ndarray]]:
+        ids = [e for e in examples if isinstance(e, str)]
+        vectors = [np.asarray(e, dtype=np.float32) for e in examples if not isinstance(e, str)]
+        return ids, vectors
 
     def close(self) -> None:
-        """Release the client (and the embedded folder's lock)."""
+        """Release the engine (and the embedded folder's lock)."""
         with self._lock:
-            self.client.close()
             if self._on_close:
                 self._on_close()
                 self._on_close = None
 
 
-MIGRATING = "__migrating"
-
-
-def _named(vector: Any) -> dict[str, np.ndarray]:
+def named_vectors(vector: Any) -> dict[str, np.ndarray]:
+    """{name: float32 array} from an engine's named-vector mapping (empty for anything else)."""
     if isinstance(vector, Mapping):
         return {str(k): np.asarray(v, dtype=np.float32) for k, v in vector.items()}
     return {}
-
-
-def build_filter(where: Mapping[str, Any] | None) -> models.Filter | None:
-    """A payload filter from {field: value | [values] | {"gte": .., "lte": ..}}."""
-    if not where:
-        return None
-    must: list[models.Condition] = []
-    for key, value in where.items():
-        if isinstance(value, Mapping):
-            must.append(
-                models.FieldCondition(
-                    key=key,
-                    range=models.DatetimeRange(**value)
-                    if any(isinstance(v, str) for v in value.values())
-                    else models.Range(**value),
-                )
-            )
-        elif isinstance(value, list | tuple | set):
-            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(value))))
-        else:
-            must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-    return models.Filter(must=must)
 
 
 def open_index(
@@ -486,26 +443,17 @@ def open_index(
     """Open the configured index: a Qdrant server when a URL is set, else the embedded folder."""
     q = settings.qdrant
     if q.url:
-        client = QdrantClient(
-            url=q.url,
-            api_key=q.api_key.get_secret_value() if q.api_key else None,
-            timeout=int(q.timeout_s),
-            check_compatibility=False,  # no start-up round trip; errors surface on first use
-        )
-        return VectorIndex(
-            client,
-            q.collection,
-            q.distance,
-            specs=specs,
-            where=q.url,
-            upsert_batch=q.upsert_batch,
-        )
+        from store.client import open_server_index
+
+        return open_server_index(q, specs)
     return open_local_index(
         settings.qdrant_path,
         q.collection,
         q.distance,
         q.upsert_batch,
         specs=specs,
+        engine=q.engine,
+        hnsw_after=q.hnsw_after,
     )
 
 
@@ -516,36 +464,48 @@ def open_local_index(
     upsert_batch: int = 128,
     *,
     specs: Sequence[VectorSpec] | None = None,
+    engine: Literal["edge", "local"] = "edge",
+    hnsw_after: int = 0,
 ) -> VectorIndex:
-    """Open an embedded index folder (or ":memory:"); a held folder raises IndexLocked."""
-    options: dict[str, Any] = {
-        "specs": specs,
-        "upsert_batch": upsert_batch,
-    }
-    if str(path) == ":memory:":
-        client = QdrantClient(location=":memory:")
-        return VectorIndex(client, collection, distance, where=":memory:", **options)
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    owner_file = folder.with_name(folder.name + ".owner")
-    try:
-        client = QdrantClient(path=str(folder))
-    except RuntimeError as exc:
-        if "already accessed" not in str(exc):
-            raise
-        raise IndexLocked(_locked_sentence(folder, owner_file)) from exc
+    """Open an embedded index folder (or ":memory:"); a held folder raises IndexLocked.
+
+    engine "edge" (the default) is Qdrant Edge, which first moves in any catalog that
+    qdrant-client's local mode left in the folder; "local" is qdrant-client's local mode.
+    hnsw_after: build the HNSW graph in the background once that many points are unindexed
+    (0: Qdrant's own indexing threshold).
+    """
+    if engine == "local":
+        from store.client import open_local_mode_index
+
+        return open_local_mode_index(path, collection, distance, upsert_batch, specs=specs)
+    from store.edge import open_edge_index
+
+    return open_edge_index(
+        path, collection, distance, upsert_batch, specs=specs, hnsw_after=hnsw_after
+    )
+
+
+def claim_folder(folder: Path) -> Callable[[], None]:
+    """Record this process as the folder's holder (for IndexLocked); returns the release."""
+    owner_file = owner_path(folder)
     owner_file.write_text(json.dumps({"pid": os.getpid(), "command": _command_line()}))
 
     def release() -> None:
         owner_file.unlink(missing_ok=True)
 
-    return VectorIndex(client, collection, distance, where=str(folder), on_close=release, **options)
+    return release
 
 
-def _locked_sentence(folder: Path, owner_file: Path) -> str:
+def owner_path(folder: Path) -> Path:
+    """The file beside the folder naming the process that holds it."""
+    return folder.with_name(folder.name + ".owner")
+
+
+def locked_sentence(folder: Path) -> str:
+    """One sentence: who holds the folder and what to do."""
     holder = "another imgsearch process"
     try:
-        owner = json.loads(owner_file.read_text())
+        owner = json.loads(owner_path(folder).read_text())
         holder = f"process {owner['pid']} ({owner['command']})"
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -556,11 +516,30 @@ def _locked_sentence(folder: Path, owner_file: Path) -> str:
     )
 
 
+def write_json_atomically(path: Path, value: Any) -> None:
+    """Write JSON so a reader (or a crash) sees the old file or the new one, never half."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temp.open("w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    try:
+        directory = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _command_line() -> str:
     argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
     return " ".join(argv)[:200]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (for one-sentence errors)."""
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

@@ -32,7 +32,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for a test: random weights, small batches, everything under data_dir."""
     values: dict[str, Any] = {
         "data_dir": data_dir,
-        "embed": {"weights": "random", "batch_size": 8, "device": "cpu"},
+        # fp32 on every CPU: tests compare vectors closely (bf16 has its own tests)
+        "embed": {"weights": "random", "batch_size": 8, "device": "cpu", "precision": "fp32"},
         "worker": {"retry_backoff_s": 0},
     }
     for key, value in overrides.items():
@@ -54,12 +55,16 @@ def encoder() -> Encoder:
     """The seeded random-weight encoder, built once for the whole session."""
     from config import EmbedSettings
 
-    return load_encoder(EmbedSettings(weights="random", batch_size=8, device="cpu"))
+    return load_encoder(
+        EmbedSettings(weights="random", batch_size=8, device="cpu", precision="fp32")
+    )
 
 
 def open_catalog(where: Path | str, settings: Settings) -> VectorIndex:
     """An embedded index declaring every descriptor of these settings, as the runtime opens it."""
-    return open_local_index(where, settings.qdrant.collection, specs=specs(settings))
+    return open_local_index(
+        where, settings.qdrant.collection, specs=specs(settings), engine=settings.qdrant.engine
+    )
 
 
 def make_descriptors(settings: Settings, encoder: Encoder) -> Descriptors:

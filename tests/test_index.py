@@ -1,9 +1,11 @@
-"""Vector index through qdrant-client: round trips in memory and on disk, filters, the lock."""
+"""The vector index on both engines (Qdrant Edge, qdrant-client local mode): same answers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from store.index import (
     open_local_index,
 )
 from store.keys import point_id
+
+Engine = Literal["edge", "local"]
 
 
 def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -41,10 +45,21 @@ def fill(index: VectorIndex, n: int = 20) -> np.ndarray:
     return vectors
 
 
+@pytest.fixture(params=["edge", "local"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Every test taking this runs on Qdrant Edge and on qdrant-client (local mode)."""
+    engine: Engine = request.param
+    return engine
+
+
+def opener(engine: Engine) -> Callable[..., VectorIndex]:
+    return functools.partial(open_local_index, engine=engine)
+
+
 @pytest.fixture(params=["memory", "disk"])
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
+def index(request: pytest.FixtureRequest, tmp_path: Path, engine: Engine) -> Iterator[VectorIndex]:
     where = ":memory:" if request.param == "memory" else tmp_path / "qdrant"
-    opened = open_local_index(where, "images", upsert_batch=7)
+    opened = open_local_index(where, "images", upsert_batch=7, engine=engine)
     yield opened
     opened.close()
 
@@ -82,11 +97,11 @@ def test_get_existing_and_scroll(index: VectorIndex) -> None:
     assert index.count() == 29
 
 
-def test_disk_index_persists_across_reopen(tmp_path: Path) -> None:
-    first = open_local_index(tmp_path / "q", "images")
+def test_disk_index_persists_across_reopen(tmp_path: Path, engine: Engine) -> None:
+    first = opener(engine)(tmp_path / "q", "images")
     vectors = fill(first)
     first.close()
-    again = open_local_index(tmp_path / "q", "images")
+    again = opener(engine)(tmp_path / "q", "images")
     try:
         assert again.count() == 20
         assert again.query(vectors[9], top_k=1)[0].id == point_id("sha9")
@@ -94,22 +109,24 @@ def test_disk_index_persists_across_reopen(tmp_path: Path) -> None:
         again.close()
 
 
-def test_a_second_opener_gets_one_sentence_naming_the_holder(tmp_path: Path) -> None:
-    holder = open_local_index(tmp_path / "q", "images")
+def test_a_second_opener_gets_one_sentence_naming_the_holder(
+    tmp_path: Path, engine: Engine
+) -> None:
+    holder = opener(engine)(tmp_path / "q", "images")
     try:
         with pytest.raises(IndexLocked) as caught:
-            open_local_index(tmp_path / "q", "images")
+            opener(engine)(tmp_path / "q", "images")
         message = str(caught.value)
         assert "held by process" in message
         assert "IMGSEARCH_QDRANT__URL" in message
         assert "\n" not in message
     finally:
         holder.close()
-    open_local_index(tmp_path / "q", "images").close()  # released on close
+    opener(engine)(tmp_path / "q", "images").close()  # released on close
 
 
-def test_euclid_scores_are_distances(tmp_path: Path) -> None:
-    index = open_local_index(":memory:", "images", distance="euclid")
+def test_euclid_scores_are_distances(tmp_path: Path, engine: Engine) -> None:
+    index = opener(engine)(":memory:", "images", distance="euclid")
     vectors = fill(index)
     hits = index.query(vectors[0], top_k=2)
     assert not index.higher_is_better
@@ -138,8 +155,8 @@ SPECS = [
 ]
 
 
-def test_the_pdq_vector_distance_is_the_hamming_distance() -> None:
-    index = open_local_index(":memory:", "images", specs=SPECS)
+def test_the_pdq_vector_distance_is_the_hamming_distance(engine: Engine) -> None:
+    index = opener(engine)(":memory:", "images", specs=SPECS)
     rng = np.random.default_rng(3)
     bits = rng.integers(0, 2, size=(5, 256)).astype(np.float32)
     index.upsert([PointRecord(point_id(f"p{i}"), {"pdq": bits[i]}, {"n": i}) for i in range(5)])
@@ -151,8 +168,8 @@ def test_the_pdq_vector_distance_is_the_hamming_distance() -> None:
     assert index.query(query, using="pdq", top_k=5, threshold=13) == []
 
 
-def test_a_point_may_lack_a_descriptor_and_still_answer_the_others() -> None:
-    index = open_local_index(":memory:", "images", specs=SPECS)
+def test_a_point_may_lack_a_descriptor_and_still_answer_the_others(engine: Engine) -> None:
+    index = opener(engine)(":memory:", "images", specs=SPECS)
     vectors = unit_vectors(2)
     index.upsert(
         [
@@ -166,11 +183,13 @@ def test_a_point_may_lack_a_descriptor_and_still_answer_the_others() -> None:
     assert hit.vectors["sscd"].shape == (512,)
 
 
-def test_the_collection_records_its_models_and_refuses_another(tmp_path: Path) -> None:
-    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+def test_the_collection_records_its_models_and_refuses_another(
+    tmp_path: Path, engine: Engine
+) -> None:
+    index = opener(engine)(tmp_path / "q", "images", specs=SPECS)
     index.check_labels({"image": "ResNet50 imagenet", "pdq": "PDQ"})
     index.close()
-    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    again = opener(engine)(tmp_path / "q", "images", specs=SPECS)
     assert again.recorded_labels() == {"image": "ResNet50 imagenet", "pdq": "PDQ"}
     with pytest.raises(CatalogMismatch, match=r"image vectors were made by ResNet50 imagenet"):
         again.check_labels({"image": "ResNet50 random (seeded)", "pdq": "PDQ"})
@@ -181,19 +200,23 @@ def test_the_collection_records_its_models_and_refuses_another(tmp_path: Path) -
     again.close()
 
 
-def test_opening_with_another_distance_refuses_in_one_sentence(tmp_path: Path) -> None:
-    first = open_local_index(tmp_path / "q", "images", specs=SPECS)
+def test_opening_with_another_distance_refuses_in_one_sentence(
+    tmp_path: Path, engine: Engine
+) -> None:
+    first = opener(engine)(tmp_path / "q", "images", specs=SPECS)
     assert first.count() == 0  # the collection now exists
     first.close()
     other = [VectorSpec("image", 2048, "euclid"), *SPECS[1:]]
-    index = open_local_index(tmp_path / "q", "images", specs=other)
+    index = opener(engine)(tmp_path / "q", "images", specs=other)
     with pytest.raises(CatalogMismatch, match="cosine distance") as caught:
         index.count()
     assert "\n" not in str(caught.value)
     index.close()
 
 
-def test_a_catalog_of_the_previous_version_is_migrated_with_every_point(tmp_path: Path) -> None:
+def test_a_catalog_of_the_previous_version_is_migrated_with_every_point(
+    tmp_path: Path, engine: Engine
+) -> None:
     from qdrant_client import QdrantClient, models
 
     # The previous version: one unnamed-model "image" vector, no metadata.
@@ -211,21 +234,24 @@ def test_a_catalog_of_the_previous_version_is_migrated_with_every_point(tmp_path
         ],
     )
     client.close()
-    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    index = opener(engine)(tmp_path / "q", "images", specs=SPECS)
     assert index.count() == 300
     hits = index.query(vectors[7], top_k=1)
     assert hits[0].payload == {"i": 7}
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     index.check_labels({"image": "ResNet50 random (seeded)"})  # schema 1 recorded none
     index.close()
-    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    again = opener(engine)(tmp_path / "q", "images", specs=SPECS)
     assert again.count() == 300
     assert again.recorded_labels() == {"image": "ResNet50 random (seeded)"}
     again.close()
 
 
 def test_a_migration_killed_after_dropping_the_old_collection_finishes(tmp_path: Path) -> None:
-    first = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    from store.client import ClientIndex
+
+    first = open_local_index(tmp_path / "q", "images", specs=SPECS, engine="local")
+    assert isinstance(first, ClientIndex)
     vectors = unit_vectors(10)
     first.upsert([PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {}) for i in range(10)])
     # Simulate the moment between "copy into the temporary collection" and "recreate".
@@ -233,7 +259,8 @@ def test_a_migration_killed_after_dropping_the_old_collection_finishes(tmp_path:
     first._copy("images", "images__migrating")
     first.client.delete_collection("images")
     first.close()
-    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    again = open_local_index(tmp_path / "q", "images", specs=SPECS, engine="local")
+    assert isinstance(again, ClientIndex)
     assert again.count() == 10
     assert not again.client.collection_exists("images__migrating")
     again.close()

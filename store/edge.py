@@ -1,0 +1,601 @@
+"""The embedded engine: Qdrant Edge (Qdrant's Rust engine in-process), one shard per collection.
+
+Layout under the index folder (IMGSEARCH_DATA_DIR/qdrant):
+  edge/<collection>/          the shard (segments, write-ahead log, edge_config.json)
+  edge/<collection>.json      the collection's record (each vector's model), written atomically
+  edge/<collection>.lock      held (flock) while a process has the shard open
+  edge/<collection>.building  a copy being indexed (HNSW) by a child process
+  collection/, meta.json      a catalog left by qdrant-client's local mode, moved in on open
+
+The HNSW graph is built in a child process on a copy of the shard, because `optimize()` holds
+Python's GIL for its whole run (minutes at 100k points); queries meanwhile search the live shard
+exactly. The finished copy takes the writes made since the copy and is swapped in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from store.index import (
+    PAYLOAD_INDEXES,
+    SCHEMA,
+    AnyOf,
+    Between,
+    Exact,
+    Hit,
+    IndexLocked,
+    IndexUnavailable,
+    PointRecord,
+    Strategy,
+    VectorIndex,
+    VectorSpec,
+    Words,
+    average_vector,
+    claim_folder,
+    first_line,
+    guarded,
+    locked_sentence,
+    named_vectors,
+    parse_where,
+    write_json_atomically,
+)
+
+log = logging.getLogger(__name__)
+
+DISTANCES = {
+    "cosine": qe.Distance.Cosine,
+    "dot": qe.Distance.Dot,
+    "euclid": qe.Distance.Euclid,
+    "manhattan": qe.Distance.Manhattan,
+}
+# 5k x 2048 unindexed points answer an exact query in ~3 ms here (measured), so a rebuild (which
+# copies the shard) is worth starting only once that many points are new.
+HNSW_AFTER = 5000
+
+
+def _schema(kind: str) -> Any:
+    if kind == "keyword":
+        return qe.PayloadSchemaType.Keyword
+    if kind == "datetime":
+        return qe.PayloadSchemaType.Datetime
+    return qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=True)
+
+
+class EdgeIndex(VectorIndex):
+    """VectorIndex over one Qdrant Edge shard in a local folder."""
+
+    engine = "edge"
+
+    def __init__(
+        self,
+        folder: Path,
+        collection: str,
+        distance: str = "cosine",
+        *,
+        hnsw_after: int = HNSW_AFTER,
+        temporary: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(collection, distance, **options)
+        self.folder = folder
+        self.base = folder / "edge"
+        self.path = self.base / collection
+        self.meta_path = self.base / f"{collection}.json"
+        self.building = self.base / f"{collection}.building"
+        self.old = self.base / f"{collection}.old"
+        self.hnsw_after = hnsw_after or HNSW_AFTER
+        self.temporary = temporary
+        self.base.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _take_lock(self.base / f"{collection}.lock", folder)
+        self._closed = False
+        self._build: _Build | None = None
+        try:
+            self._recover_swap()
+            self.shard = self._load_or_create(self.path)
+        except BaseException:
+            self._lock_file.close()
+            raise
+
+    def _unavailable(self, exc: Exception) -> IndexUnavailable | None:
+        if type(exc) is Exception:  # the engine raises plain Exception with its message
+            return IndexUnavailable(
+                f"the embedded index at {self.where} failed ({first_line(exc)}); "
+                "check the disk, or open a fresh IMGSEARCH_DATA_DIR"
+            )
+        return None
+
+    # -- the shard ----------------------------------------------------------------------------
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={
+                s.name: qe.EdgeVectorParams(size=s.size, distance=DISTANCES[s.distance])
+                for s in self.specs.values()
+            }
+        )
+
+    def _load_or_create(self, path: Path) -> qe.EdgeShard:
+        try:
+            if (path / "edge_config.json").exists():
+                return qe.EdgeShard.load(str(path))
+            if path.exists():
+                shutil.rmtree(path)  # killed while creating: it held no points yet
+            return qe.EdgeShard.create(str(path), self._config())
+        except Exception as exc:
+            if "WouldBlock" in str(exc):
+                raise IndexLocked(locked_sentence(self.folder)) from exc
+            raise
+
+    def _recover_swap(self) -> None:
+        """Finish or undo a swap of a rebuilt shard that a crash interrupted."""
+        if self.old.exists():
+            if self.path.exists():
+                shutil.rmtree(self.old)  # the swap finished
+            else:
+                os.replace(self.old, self.path)  # killed between the two renames: keep the old
+        if self.building.exists():
+            shutil.rmtree(self.building)
+
+    def _stored_vectors(self) -> dict[str, tuple[str, int]]:
+        config = json.loads((self.path / "edge_config.json").read_text())
+        return {
+            name: (str(v["distance"]).lower(), int(v["size"]))
+            for name, v in (config.get("vectors") or {}).items()
+        }
+
+    def _open(self) -> dict[str, Any]:
+        from store.migrate import migrate_local_mode
+
+        meta = self._read_meta()
+        self.check_distances(self._stored_vectors())
+        missing = [s for name, s in self.specs.items() if name not in self._stored_vectors()]
+        for spec in missing:
+            log.info("adding the %s vector to catalog %s", spec.name, self.collection)
+            self.shard.update(
+                qe.UpdateOperation.create_dense_vector(
+                    spec.name, spec.size, DISTANCES[spec.distance]
+                )
+            )
+        schema = self.shard.info().payload_schema
+        for key, kind in PAYLOAD_INDEXES.items():
+            if key not in schema:
+                self.shard.update(qe.UpdateOperation.create_field_index(key, _schema(kind)))
+        recorded = migrate_local_mode(self)
+        if recorded and not meta.get("vectors"):
+            meta["vectors"] = recorded  # the local catalog's models, when it recorded them
+        if not self.meta_path.exists() or recorded:
+            self._write_meta(meta)
+        self._maybe_build()
+        return meta
+
+    def _read_meta(self) -> dict[str, Any]:
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except FileNotFoundError:
+            return {"schema": SCHEMA, "vectors": {}}
+        return dict(meta) if isinstance(meta, dict) else {"schema": SCHEMA, "vectors": {}}
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        current = self._read_meta()
+        built = current.get("hnsw_points")
+        record = {**meta, **({"hnsw_points": built} if built is not None else {})}
+        write_json_atomically(self.meta_path, record)
+
+    # -- writes -------------------------------------------------------------------------------
+    def _apply(self, operation: qe.UpdateOperation, ids: Sequence[str]) -> None:
+        self.shard.update(operation)
+        if self._build is not None:
+            self._build.changed.update(ids)
+
+    @guarded
+    def upsert(self, records: Sequence[PointRecord]) -> None:
+        """Insert or replace points in batches; ids are content-derived so repeats are harmless."""
+        self.ensure_collection()
+        for start in range(0, len(records), self.upsert_batch):
+            chunk = records[start : start + self.upsert_batch]
+            points = [
+                qe.Point(r.id, {n: _floats(v) for n, v in r.vectors.items()}, dict(r.payload))
+                for r in chunk
+            ]
+            self._apply(qe.UpdateOperation.upsert_points(points), [r.id for r in chunk])
+        self._maybe_build()
+
+    @guarded
+    def update_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Set some named vectors of existing points ({point id: {name: vector}})."""
+        if not vectors:
+            return
+        self.ensure_collection()
+        points = [
+            qe.PointVectors(pid, {n: _floats(v) for n, v in named.items()})
+            for pid, named in vectors.items()
+        ]
+        self._apply(qe.UpdateOperation.update_vectors(points), list(vectors))
+
+    @guarded
+    def set_payload(self, point: str, payload: Mapping[str, Any]) -> None:
+        """Merge keys into one point's payload."""
+        self.ensure_collection()
+        self._apply(qe.UpdateOperation.set_payload([point], dict(payload)), [point])
+
+    @guarded
+    def overwrite_payload(self, point: str, payload: Mapping[str, Any]) -> None:
+        """Replace one point's whole payload."""
+        self.ensure_collection()
+        self._apply(qe.UpdateOperation.overwrite_payload([point], dict(payload)), [point])
+
+    @guarded
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove points by id."""
+        if ids:
+            self.ensure_collection()
+            self._apply(qe.UpdateOperation.delete_points(list(ids)), list(ids))
+
+    # -- reads --------------------------------------------------------------------------------
+    @guarded
+    def query_many(
+        self,
+        vectors: Sequence[np.ndarray],
+        *,
+        using: str = "image",
+        top_k: int = 10,
+        threshold: float | None = None,
+        where: Mapping[str, Any] | None = None,
+        offset: int = 0,
+    ) -> list[list[Hit]]:
+        """One batch for several query vectors of one named vector (offset: skip that many)."""
+        if not vectors:
+            return []
+        self.ensure_collection()
+        flt = edge_filter(where)
+        requests = [
+            qe.QueryRequest(
+                limit=top_k,
+                offset=offset or None,
+                query=qe.Query.Nearest(_floats(v), using=using),
+                filter=flt,
+                score_threshold=threshold,  # a minimum score, a maximum distance
+                with_payload=True,
+            )
+            for v in vectors
+        ]
+        results = self.shard.query_batch(qe.QueryBatchRequest(requests))
+        return [[_hit(p) for p in points] for points in results]
+
+    @guarded
+    def recommend(
+        self,
+        positive: Sequence[str | np.ndarray],
+        negative: Sequence[str | np.ndarray] = (),
+        *,
+        using: str = "image",
+        strategy: Strategy = "average_vector",
+        top_k: int = 10,
+        offset: int = 0,
+        threshold: float | None = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """Points like the positive examples and unlike the negative ones (Qdrant's recommend)."""
+        self.ensure_collection()
+        pos = self._examples(positive, using)
+        neg = self._examples(negative, using)
+        example_ids = [e for e in [*positive, *negative] if isinstance(e, str)]
+        flt = edge_filter(where, exclude=example_ids)
+        if strategy == "best_score":
+            query = qe.Query.RecommendBestScore(
+                qe.RecommendQuery([_floats(v) for v in pos], [_floats(v) for v in neg]),
+                using=using,
+            )
+        else:
+            query = qe.Query.Nearest(_floats(average_vector(pos, neg)), using=using)
+        points = self.shard.query(
+            qe.QueryRequest(
+                limit=top_k,
+                offset=offset or None,
+                query=query,
+                filter=flt,
+                score_threshold=threshold,  # a minimum score, a maximum distance
+                with_payload=True,
+            )
+        )
+        return [_hit(p) for p in points]
+
+    def _examples(self, examples: Sequence[str | np.ndarray], using: str) -> list[np.ndarray]:
+        ids, vectors = self._split_examples(examples)
+        if ids:
+            found = {h.id: h.vectors.get(using) for h in self.get(ids, with_vectors=[using])}
+            for pid in ids:
+                if found.get(pid) is None:
+                    raise KeyError(f"no image with id {pid} (and a {using} vector) in the catalog")
+            vectors = [*(np.asarray(found[pid]) for pid in ids), *vectors]
+        return vectors
+
+    @guarded
+    def get(self, ids: Sequence[str], *, with_vectors: Sequence[str] = ()) -> list[Hit]:
+        """The points with these ids that exist (score 1.0), with the named vectors asked for."""
+        if not ids:
+            return []
+        self.ensure_collection()
+        records = self.shard.retrieve(
+            [_point_id(i) for i in ids], True, list(with_vectors) if with_vectors else False
+        )
+        return [_record(r) for r in records]
+
+    @guarded
+    def count(self, where: Mapping[str, Any] | None = None) -> int:
+        """Exact number of points (matching the filter, if any)."""
+        self.ensure_collection()
+        return int(self.shard.count(qe.CountRequest(exact=True, filter=edge_filter(where))))
+
+    @guarded
+    def facet(
+        self, key: str, *, where: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> list[tuple[Any, int]]:
+        """(payload value, number of points) for one key, largest first."""
+        self.ensure_collection()
+        if key not in self.shard.info().payload_schema:  # the engine facets indexed keys only
+            self.shard.update(
+                qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
+            )
+            if self._build is not None:
+                self._build.schema_changed = True
+        response = self.shard.facet(
+            qe.FacetRequest(key=key, limit=limit, exact=True, filter=edge_filter(where))
+        )
+        return sorted(((h.value, int(h.count)) for h in response), key=lambda vc: -vc[1])
+
+    @guarded
+    def _scroll_page(
+        self,
+        page_size: int,
+        offset: Any,
+        with_vectors: Sequence[str] = (),
+        where: Mapping[str, Any] | None = None,
+    ) -> tuple[list[Hit], Any]:
+        self.ensure_collection()
+        records, next_offset = self.shard.scroll(
+            qe.ScrollRequest(
+                offset=offset,
+                limit=page_size,
+                filter=edge_filter(where),
+                with_payload=True,
+                with_vector=list(with_vectors) if with_vectors else False,
+            )
+        )
+        return [_record(r) for r in records], next_offset
+
+    # -- HNSW in the background ---------------------------------------------------------------
+    def _maybe_build(self) -> None:
+        if self._build is not None or self._closed or self.temporary:
+            return
+        built = int(self._read_meta().get("hnsw_points") or 0)
+        if self.shard.info().points_count - built >= self.hnsw_after:
+            self.build_hnsw()
+
+    def build_hnsw(self, *, wait: bool = False) -> None:
+        """Index (HNSW) the unindexed points in a child process; queries answer meanwhile."""
+        with self._lock:
+            if self._build is None and not self._closed:
+                self._build = _Build()
+                thread = threading.Thread(target=self._run_build, name="hnsw-build", daemon=True)
+                self._build.thread = thread
+                thread.start()
+            build = self._build
+        if wait and build is not None and build.thread is not None:
+            build.thread.join()
+
+    def _run_build(self) -> None:
+        build = self._build
+        assert build is not None
+        try:
+            with self._lock:
+                self.shard.flush()
+                shutil.copytree(self.path, self.building)
+            log.info("building the HNSW index of %s in the background", self.collection)
+            build.child = subprocess.Popen(
+                [sys.executable, "-m", "store.edge", str(self.building), str(os.getpid())],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+            _, err = build.child.communicate()
+            with self._lock:
+                if build.child.returncode != 0 or self._closed or build.schema_changed:
+                    if build.child.returncode not in (0, -9, -15):
+                        log.warning(
+                            "the background HNSW build of %s stopped (%s); exact search goes on",
+                            self.collection,
+                            err.decode(errors="replace").strip().splitlines()[-1:] or "no output",
+                        )
+                    return
+                self._swap_in(build)
+        except Exception:  # a failed build leaves exact search working; log the reason once
+            log.exception("the background HNSW build of %s failed", self.collection)
+        finally:
+            with self._lock:
+                if self.building.exists():
+                    shutil.rmtree(self.building, ignore_errors=True)
+                self._build = None
+
+    def _swap_in(self, build: _Build) -> None:
+        """Bring the copy up to date with the live shard, then replace the live shard by it."""
+        fresh = qe.EdgeShard.load(str(self.building))
+        try:
+            changed = sorted(build.changed)
+            for start in range(0, len(changed), 256):
+                ids = changed[start : start + 256]
+                live = {
+                    str(r.id): r
+                    for r in self.shard.retrieve([_point_id(i) for i in ids], True, True)
+                }
+                gone = [i for i in ids if i not in live]
+                if live:
+                    fresh.update(
+                        qe.UpdateOperation.upsert_points(
+                            [qe.Point(r.id, r.vector or {}, r.payload or {}) for r in live.values()]
+                        )
+                    )
+                if gone:
+                    fresh.update(qe.UpdateOperation.delete_points([_point_id(i) for i in gone]))
+            fresh.flush()
+        finally:
+            fresh.close()
+        self.shard.close()
+        os.replace(self.path, self.old)
+        os.replace(self.building, self.path)
+        self.shard = self._load_or_create(self.path)
+        shutil.rmtree(self.old)
+        meta = self._read_meta()
+        meta["hnsw_points"] = self.shard.info().points_count
+        write_json_atomically(self.meta_path, meta)
+        log.info("the HNSW index of %s is ready", self.collection)
+
+    def close(self) -> None:
+        """Stop a background build, close the shard and release the folder."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            build = self._build
+            if build is not None and build.child is not None and build.child.poll() is None:
+                build.child.kill()
+        if build is not None and build.thread is not None:
+            build.thread.join(timeout=60)
+        with self._lock:
+            self.shard.close()
+            self._lock_file.close()
+            if self.temporary:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            super().close()
+
+
+class _Build:
+    """A background HNSW build: its child process and the ids written meanwhile."""
+
+    def __init__(self) -> None:
+        self.changed: set[str] = set()
+        self.schema_changed = False
+        self.child: subprocess.Popen[bytes] | None = None
+        self.thread: threading.Thread | None = None
+
+
+def _take_lock(path: Path, folder: Path) -> IO[bytes]:
+    handle = path.open("a+b")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise IndexLocked(locked_sentence(folder)) from None
+    return handle
+
+
+def _floats(vector: np.ndarray) -> list[float]:
+    floats: list[float] = np.asarray(vector, dtype=np.float32).tolist()
+    return floats
+
+
+def _point_id(pid: str) -> Any:
+    try:
+        return uuid.UUID(pid)
+    except ValueError:
+        return int(pid) if pid.isdigit() else pid
+
+
+def _hit(point: qe.ScoredPoint) -> Hit:
+    return Hit(id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
+
+
+def _record(record: qe.Record) -> Hit:
+    return Hit(
+        id=str(record.id),
+        score=1.0,
+        payload=dict(record.payload or {}),
+        vectors=named_vectors(record.vector),
+    )
+
+
+def edge_filter(
+    where: Mapping[str, Any] | None, *, exclude: Sequence[str] = ()
+) -> qe.Filter | None:
+    """An Edge payload filter from a `where` mapping (see store.index.parse_where)."""
+    must: list[Any] = []
+    for c in parse_where(where):
+        if isinstance(c, Exact):
+            must.append(qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value)))
+        elif isinstance(c, AnyOf):
+            must.append(qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.values))))  # type: ignore[arg-type]
+        elif isinstance(c, Between):
+            bounds = qe.RangeDateTime(**c.bounds) if c.dates else qe.RangeFloat(**c.bounds)
+            must.append(qe.FieldCondition(key=c.key, range=bounds))
+        elif isinstance(c, Words):
+            must.append(qe.FieldCondition(key=c.key, match=qe.MatchText(c.text)))
+    must_not: list[Any] | None = (
+        [qe.HasIdCondition({_point_id(i) for i in exclude})] if exclude else None
+    )
+    if not must and not must_not:
+        return None
+    return qe.Filter(must=must or None, must_not=must_not)
+
+
+def open_edge_index(
+    path: Path | str,
+    collection: str,
+    distance: str = "cosine",
+    upsert_batch: int = 128,
+    *,
+    specs: Sequence[VectorSpec] | None = None,
+    hnsw_after: int = 0,
+) -> EdgeIndex:
+    """Open (or create) the Edge shard of a collection in a folder; ":memory:" = a temp folder."""
+    options: dict[str, Any] = {"specs": specs, "upsert_batch": upsert_batch}
+    if str(path) == ":memory:":
+        folder = Path(tempfile.mkdtemp(prefix="imgsearch-edge-"))
+        return EdgeIndex(folder, collection, distance, temporary=True, where=":memory:", **options)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    index = EdgeIndex(
+        folder, collection, distance, hnsw_after=hnsw_after, where=str(folder), **options
+    )
+    index._on_close = claim_folder(folder)
+    return index
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this child when the process that started it dies (kill -9 too)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _optimize(path: str, parent: int) -> None:
+    """The child process of a background build: index the copy, then close it cleanly."""
+    _die_with_parent()
+    if os.getppid() != parent:
+        return  # the parent is already gone; its copy is stale
+    shard = qe.EdgeShard.load(path)
+    try:
+        shard.optimize()
+        shard.flush()
+    finally:
+        shard.close()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        _optimize(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,182 @@
+"""Qdrant Edge specifics: a local-mode catalog moved in, the record file, background HNSW."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from store.edge import EdgeIndex
+from store.index import PointRecord, VectorSpec, open_local_index
+from store.keys import point_id
+
+SPECS = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "manhattan")]
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, 2048)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_local_mode_catalog(folder: Path, n: int) -> np.ndarray:
+    """A catalog as the previous default (qdrant-client local mode) wrote it, with its record."""
+    from store.index import open_local_index
+
+    index = open_local_index(folder, "images", specs=SPECS, engine="local")
+    vectors = unit_vectors(n)
+    bits = (vectors[:, :256] > 0).astype(np.float32)
+    index.upsert(
+        [
+            PointRecord(
+                point_id(f"s{i}"),
+                {"image": vectors[i], "pdq": bits[i]} if i % 2 else {"image": vectors[i]},
+                {"sha256": f"s{i}", "also_seen": [{"source": "a", "n": i}]},
+            )
+            for i in range(n)
+        ]
+    )
+    index.check_labels({"image": "ResNet50 imagenet", "pdq": "PDQ"})
+    index.close()
+    return vectors
+
+
+def test_a_local_mode_catalog_moves_into_edge_with_every_vector_and_payload(
+    tmp_path: Path,
+) -> None:
+    vectors = write_local_mode_catalog(tmp_path / "q", 300)
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert isinstance(index, EdgeIndex)
+    try:
+        assert index.count() == 300
+        assert index.recorded_labels() == {"image": "ResNet50 imagenet", "pdq": "PDQ"}
+        (hit,) = index.get([point_id("s7")], with_vectors=["image", "pdq"])
+        assert hit.payload == {"sha256": "s7", "also_seen": [{"source": "a", "n": 7}]}
+        assert np.allclose(hit.vectors["image"], vectors[7], atol=1e-6)
+        assert np.array_equal(hit.vectors["pdq"], (vectors[7, :256] > 0).astype(np.float32))
+        assert set(index.get([point_id("s8")], with_vectors=["pdq"])[0].vectors) == set()
+        assert index.query(vectors[123], top_k=1)[0].id == point_id("s123")
+    finally:
+        index.close()
+    client = QdrantClient(path=str(tmp_path / "q"))
+    try:
+        assert not client.collection_exists("images")  # dropped only after the copy
+    finally:
+        client.close()
+    again = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    assert again.count() == 300
+    again.close()
+
+
+def test_a_move_killed_half_way_finishes_on_the_next_open(tmp_path: Path) -> None:
+    # A killed move leaves some points in the shard and the whole local catalog in place.
+    partial = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    vectors = unit_vectors(200)
+    partial.upsert(
+        [PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {"stale": True}) for i in range(90)]
+    )
+    partial.close()
+    write_local_mode_catalog(tmp_path / "q", 200)
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    try:
+        assert index.count() == 200
+        assert index.count({"stale": True}) == 0  # the local catalog's payloads won
+    finally:
+        index.close()
+
+
+def test_a_catalog_with_another_distance_is_refused_before_anything_moves(tmp_path: Path) -> None:
+    from store.index import CatalogMismatch
+
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection(
+        "images",
+        vectors_config={"image": models.VectorParams(size=2048, distance=models.Distance.EUCLID)},
+    )
+    client.close()
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    with pytest.raises(CatalogMismatch, match="euclid distance"):
+        index.count()
+    index.close()
+
+
+def test_the_record_is_a_json_file_beside_the_shard(tmp_path: Path) -> None:
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    index.check_labels({"image": "ResNet50 imagenet"})
+    index.close()
+    record = json.loads((tmp_path / "q" / "edge" / "images.json").read_text())
+    assert record["vectors"]["image"] == {
+        "label": "ResNet50 imagenet",
+        "size": 2048,
+        "distance": "cosine",
+    }
+    assert not list((tmp_path / "q" / "edge").glob(".*.tmp"))  # written whole, then renamed
+
+
+def test_a_new_descriptor_is_added_to_an_existing_shard(tmp_path: Path) -> None:
+    first = open_local_index(tmp_path / "q", "images", specs=SPECS[:1])
+    vectors = unit_vectors(5)
+    first.upsert([PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {}) for i in range(5)])
+    first.close()
+    index = open_local_index(tmp_path / "q", "images", specs=SPECS)
+    try:
+        bits = np.ones(256, dtype=np.float32)
+        index.update_vectors({point_id("s1"): {"pdq": bits}})
+        (hit,) = index.query(bits, using="pdq", top_k=1)
+        assert hit.id == point_id("s1") and hit.score == pytest.approx(0.0)
+        assert index.count() == 5
+    finally:
+        index.close()
+
+
+def test_the_background_build_keeps_every_write_made_meanwhile(tmp_path: Path) -> None:
+    index = open_local_index(tmp_path / "q", "images", hnsw_after=100)
+    assert isinstance(index, EdgeIndex)
+    vectors = unit_vectors(160)
+    try:
+        index.upsert(
+            [PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {"i": i}) for i in range(120)]
+        )
+        assert index._build is not None, "120 new points start a build"
+        # Writes while the child indexes its copy: they must survive the swap.
+        index.upsert(
+            [
+                PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {"i": i})
+                for i in range(120, 160)
+            ]
+        )
+        index.delete([point_id("s0")])
+        index.set_payload(point_id("s1"), {"title": "changed"})
+        assert index.query(vectors[50], top_k=1)[0].id == point_id("s50")  # answers meanwhile
+        index.build_hnsw(wait=True)
+        assert index._build is None
+        assert json.loads(index.meta_path.read_text())["hnsw_points"] == 159
+        assert index.count() == 159
+        assert index.get([point_id("s0")]) == []
+        assert index.get([point_id("s1")])[0].payload == {"i": 1, "title": "changed"}
+        assert index.query(vectors[150], top_k=1)[0].id == point_id("s150")
+    finally:
+        index.close()
+    assert not (tmp_path / "q" / "edge" / "images.building").exists()
+    again = open_local_index(tmp_path / "q", "images")
+    assert again.count() == 159
+    again.close()
+
+
+def test_a_swap_killed_between_the_renames_keeps_the_old_shard(tmp_path: Path) -> None:
+    index = open_local_index(tmp_path / "q", "images")
+    vectors = unit_vectors(3)
+    index.upsert([PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {}) for i in range(3)])
+    index.close()
+    edge = tmp_path / "q" / "edge"
+    (edge / "images").rename(edge / "images.old")  # live shard moved aside, copy not yet in
+    (edge / "images.building").mkdir()
+    again = open_local_index(tmp_path / "q", "images")
+    try:
+        assert again.count() == 3
+        assert not (edge / "images.old").exists() and not (edge / "images.building").exists()
+    finally:
+        again.close()
