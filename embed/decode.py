@@ -6,11 +6,11 @@ import contextlib
 import hashlib
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 # Formats a user can upload or a source can deliver. Anything else (EPS, PDF, ...) is refused:
 # some Pillow plugins shell out or parse far more than an image search needs.
@@ -21,6 +21,7 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG also ope
 DEFAULT_MAX_PIXELS = 40_000_000
 _CHUNK_PIXELS = 1 << 20  # pixels per float32 chunk when scaling high-bit-depth images
 BACKGROUND = (255, 255, 255)  # transparent areas are composited on white, always
+ORIENTATION_TAG = ExifTags.Base.Orientation
 
 
 CONTENT_TYPES = {
@@ -78,21 +79,54 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode bytes into an upright RGB image, or raise DecodeError with the reason."""
+@dataclass(frozen=True)
+class Fit:
+    """The fewest pixels the consumers of a decoded image need.
+
+    Both sides stay at least `short` and the long side at least `long` (unless the original is
+    smaller): a JPEG is decoded at a reduced DCT scale and then, like every other format,
+    box-reduced by a whole factor, so the result is under twice the need on one side.
+    """
+
+    short: int
+    long: int
+
+    def factor(self, size: tuple[int, int]) -> int:
+        """The largest whole reduction of `size` that still leaves what is needed."""
+        short, long = sorted(size)
+        return max(1, min(short // max(1, self.short), long // max(1, self.long)))
+
+    def draft_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The size to ask libjpeg for (Pillow keeps both sides at least this)."""
+        width, height = size
+        return (self.long, self.short) if width >= height else (self.short, self.long)
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, fit: Fit | None = None
+) -> DecodedImage:
+    """Decode bytes into an upright RGB image, or raise DecodeError with the reason.
+
+    With `fit` the pixels are only as large as it asks (a JPEG is decoded at a reduced scale,
+    other formats are reduced a strip at a time), so no full-size RGB copy is ever made.
+    `width` and `height` are always the original's.
+    """
     with _corrupt_data_is_a_decode_error():
-        image = _open(data, max_pixels)
+        image, (width, height) = _open(data, max_pixels, fit.draft_size if fit else None)
         fmt = image.format or "UNKNOWN"
         # Multi-frame files open on frame 0, which stands for the image. Asking for n_frames
         # would read every frame, and a cut-off last frame would fail an image that is fine.
         image.load()
-        rgb = to_rgb(_upright(image))
+        orientation = _orientation(image)
+        rgb = _oriented(to_rgb_reduced(image, fit.factor(image.size) if fit else 1), orientation)
+    if orientation in _SWAPS_SIDES:
+        width, height = height, width
     return DecodedImage(
         image=rgb,
         sha256=sha256_of(data),
         format=fmt,
-        width=rgb.width,
-        height=rgb.height,
+        width=width,
+        height=height,
         nbytes=len(data),
     )
 
@@ -101,43 +135,81 @@ def decode_preview(data: bytes, side: int, *, max_pixels: int = DEFAULT_MAX_PIXE
     """An upright RGB copy whose long side is at most `side`, decoding no more than needed.
 
     JPEGs are decoded at a reduced scale (libjpeg's DCT scaling via `draft`), so a 24-megapixel
-    original costs a fraction of a full decode. Raises DecodeError like decode_image.
+    original costs a fraction of a full decode; other formats are box-reduced a strip at a time
+    to at least twice `side` before the final resize. Raises DecodeError like decode_image.
     """
     with _corrupt_data_is_a_decode_error():
-        image = _open(data, max_pixels)
-        if image.format in ("JPEG", "MPO"):
-            image.draft("RGB", (side, side))
+        image, _ = _open(data, max_pixels, lambda size: (side, side))
         image.load()
-        upright = to_rgb(_upright(image))
+        orientation = _orientation(image)
+        # Like Pillow's own reducing_gap=2: a box reduction to at least 2x the target first.
+        factor = max(1, max(image.size) // (2 * side))
+        upright = _oriented(to_rgb_reduced(image, factor), orientation)
         if max(upright.size) > side:
             upright = upright.copy() if upright is image else upright
             upright.thumbnail((side, side), Image.Resampling.BILINEAR)
     return upright
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Open lazily (header only) and refuse an image whose size exceeds the pixel cap."""
+def _open(
+    data: bytes,
+    max_pixels: int,
+    draft_size: Callable[[tuple[int, int]], tuple[int, int]] | None,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open lazily (header only), ask a JPEG for a reduced scale, and apply the pixel cap.
+
+    The cap counts the pixels that will be decoded: a baseline JPEG decoded at 1/8 scale holds
+    1/64 of them (libjpeg scales in the DCT, a row of blocks at a time). A progressive JPEG
+    keeps every DCT coefficient of the full size in memory whatever the scale, so it counts
+    at full size. Returns the image and its size as stored in the file.
+    """
     if not data:
         raise DecodeError("empty file")
     image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     width, height = image.size
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}"
+    if draft_size is not None and image.format in ("JPEG", "MPO"):
+        image.draft(image.mode, draft_size(image.size))  # same mode; only the scale changes
+    counted = image.size if not image.info.get("progressive") else (width, height)
+    if counted[0] * counted[1] > max_pixels:
+        scaled = (
+            f" ({counted[0]}x{counted[1]} at a reduced scale)" if counted != (width, height) else ""
         )
-    return image
+        raise DecodeError(
+            f"decompression bomb: {width}x{height} pixels{scaled} exceeds the limit of {max_pixels}"
+        )
+    return image, (width, height)
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block keeps the pixels as stored."""
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = (5, 6, 7, 8)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1 = as stored); a broken EXIF block keeps the pixels as stored."""
     try:
-        return ImageOps.exif_transpose(image) or image
+        value = image.getexif().get(ORIENTATION_TAG, 1)
+        return value if isinstance(value, int) and value in _UPRIGHT else 1
     except MemoryError:
         raise
     except Exception:
-        # The pixels decoded fine; only the metadata is damaged (exif_transpose re-parses and
-        # re-serialises EXIF and fails with TypeError, struct.error, ...). Un-rotated beats lost.
-        return image
+        # The pixels decoded fine; only the metadata is damaged (EXIF parsing fails with
+        # TypeError, struct.error, ...). Un-rotated beats lost.
+        return 1
+
+
+def _oriented(image: Image.Image, orientation: int) -> Image.Image:
+    """Turn the (already reduced) pixels upright: cheaper than turning the full-size image."""
+    method = _UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 @contextlib.contextmanager
@@ -169,13 +241,36 @@ def _corrupt_data_is_a_decode_error() -> Iterator[None]:
         raise DecodeError(f"corrupt image ({text[:200]})") from exc
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB; alpha is composited on a fixed background."""
+def to_rgb_reduced(image: Image.Image, factor: int = 1) -> Image.Image:
+    """`to_rgb(image)` box-reduced by `factor`, made a strip of rows at a time.
+
+    Converting (and compositing alpha) strip by strip means the only full-size buffer is the
+    decoded one: no full-size RGBA copy, background, composite or RGB result next to it.
+    Integer pixel values are scaled with the range of the whole image, as `to_rgb` does.
+    """
+    width, height = image.size
+    if factor <= 1 and (image.mode == "RGB" or width * height <= _CHUNK_PIXELS):
+        return to_rgb(image)
+    value_range = _value_range(image) if image.mode in ("I", "F") else None
+    rows = max(factor, _CHUNK_PIXELS // max(1, width) // factor * factor)
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = to_rgb(image.crop((0, top, width, min(height, top + rows))), value_range)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, top // factor))
+    return out
+
+
+def to_rgb(image: Image.Image, value_range: tuple[float, float] | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; alpha is composited on a fixed background.
+
+    `value_range` is the (min, max) of an I or F image this is a part of (default: its own).
+    """
     mode = image.mode
     if mode == "RGB":
         return image
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return Image.fromarray(_scale_to_uint8(image, mode), mode="L").convert("RGB")
+        scaled = _scale_to_uint8(image, mode, value_range)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
     if mode == "P":
         has_alpha = "transparency" in image.info
         image = image.convert("RGBA" if has_alpha else "RGB")
@@ -190,11 +285,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _scale_to_uint8(image: Image.Image, mode: str) -> np.ndarray:
+def _value_range(image: Image.Image) -> tuple[float, float]:
+    """(min, max) of an I or F image, NaN ignored (NaN, NaN if all are), read a strip at a time."""
+    width, height = image.size
+    rows = max(1, _CHUNK_PIXELS // max(1, width))
+    lows, tops = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN strip
+        for top in range(0, height, rows):
+            array = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+            if array.size:
+                lows.append(float(np.nanmin(array)))
+                tops.append(float(np.nanmax(array)))
+        if not lows:
+            return (0.0, 0.0)
+        return float(np.nanmin(lows)), float(np.nanmax(tops))
+
+
+def _scale_to_uint8(
+    image: Image.Image, mode: str, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """Map 16-bit, 32-bit integer and float pixels onto 0..255 without clipping.
 
     Works in row chunks of float32 (integer arithmetic for 16-bit data), so a large image
     never gets a full-size float64 copy: peak extra memory is the uint8 result plus one chunk.
+    `value_range` is the (min, max) to scale I and F pixels with (default: this image's).
     """
     array = np.asarray(image)
     out = np.empty(array.shape, dtype=np.uint8)
@@ -202,8 +317,11 @@ def _scale_to_uint8(image: Image.Image, mode: str) -> np.ndarray:
         return out
     if mode.startswith("I;16"):
         _sixteen_bit(array, out)
-    elif mode == "I":
-        low, top = int(array.min()), int(array.max())
+        return out
+    if value_range is None:
+        value_range = _value_range(image)
+    if mode == "I":
+        low, top = int(value_range[0]), int(value_range[1])
         if low >= 0 and top <= 255:
             out[...] = array
         elif low >= 0 and top <= 65535:
@@ -211,7 +329,7 @@ def _scale_to_uint8(image: Image.Image, mode: str) -> np.ndarray:
         else:
             _stretch(array, out, low, top)
     else:  # F
-        least, most = float(np.nanmin(array)), float(np.nanmax(array))
+        least, most = value_range
         if least >= 0 and most <= 1.0:
             _stretch(array, out, 0.0, 1.0)  # the usual 0..1 float convention
         else:

@@ -1,16 +1,71 @@
-"""Stage decode: Fetched bytes -> Decoded RGB image (or Failed with the reason)."""
+"""Stage decode: Fetched bytes -> Decoded RGB image (or Failed with the reason), memory bounded.
+
+Two bounds keep ingestion's memory a property of the design rather than of the input:
+- pixels: each image is decoded only as large as the thumbnail and the descriptors need
+  (`ingest_fit`), a JPEG at a reduced DCT scale, so what travels on to the store and embed
+  stages is a working copy of about a megapixel, never the full-size buffer;
+- concurrency: at most `decode.concurrency` images are decoded at once, so however many
+  downloads are in flight, only that many full-size buffers (each within the pixel cap) exist.
+"""
 
 from __future__ import annotations
 
-from embed.decode import DecodeError, decode_image
+import os
+import threading
+
+from config import Settings
+from embed.decode import DecodeError, Fit, decode_image
+from embed.layout import SIDE as LAYOUT_SIDE
+from embed.pdq import HASH_SIDE
 from ingest.items import Decoded, Failed, Fetched
 
+# The short side the model inputs are resized to: SSCD's "small_288" recipe (embed/sscd.py),
+# which also covers ResNet50's ImageNet recipe (resize to 256, or 232 for V2 weights, then crop).
+MODEL_SHORT_SIDE = 288
+MAX_AUTO_CONCURRENCY = 4
 
-def decode(fetched: Fetched) -> Decoded | Failed:
-    """Decode through the one safe decoder every path uses."""
-    try:
-        return Decoded(fetched.item, fetched.data, decode_image(fetched.data))
-    except DecodeError as exc:
-        # A changed source item gets a new version and is tried again; retries of the same
-        # bytes would fail the same way unless the failure was a cut-off download.
-        return Failed(fetched.item, "decode", exc.reason, retryable="truncated" in exc.reason)
+
+def ingest_fit(settings: Settings) -> Fit:
+    """What ingestion's consumers need: the models' short side; PDQ's, layout's, the
+    thumbnail's long side. The copy verdict's geometric check reads the stored original."""
+    return Fit(
+        short=MODEL_SHORT_SIDE,
+        long=max(HASH_SIDE, LAYOUT_SIDE, settings.storage.thumbnail_px),
+    )
+
+
+def decode_concurrency(settings: Settings) -> int:
+    """How many images may be decoded at once: the setting, or one per two cores (1 to 4)."""
+    if settings.decode.concurrency:
+        return settings.decode.concurrency
+    return max(1, min(MAX_AUTO_CONCURRENCY, (os.cpu_count() or 1) // 2))
+
+
+class Decoder:
+    """The decode stage: thread-safe, at most `concurrency` decodes at a time."""
+
+    def __init__(self, *, fit: Fit | None, max_pixels: int, concurrency: int) -> None:
+        self.fit = fit
+        self.max_pixels = max_pixels
+        self.concurrency = max(1, concurrency)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Decoder:
+        """The ingestion decoder these settings describe."""
+        return cls(
+            fit=ingest_fit(settings),
+            max_pixels=settings.decode.max_pixels,
+            concurrency=decode_concurrency(settings),
+        )
+
+    def __call__(self, fetched: Fetched) -> Decoded | Failed:
+        """Decode through the one safe decoder every path uses."""
+        try:
+            with self._slots:
+                image = decode_image(fetched.data, max_pixels=self.max_pixels, fit=self.fit)
+        except DecodeError as exc:
+            # A changed source item gets a new version and is tried again; retries of the same
+            # bytes would fail the same way unless the failure was a cut-off download.
+            return Failed(fetched.item, "decode", exc.reason, retryable="truncated" in exc.reason)
+        return Decoded(fetched.item, fetched.data, image)

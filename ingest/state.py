@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS pending (
     keys TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    requested_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at TEXT NOT NULL,
@@ -102,14 +106,27 @@ class StateStore:
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
+        # WAL: readers (the UI) never block the run's writes. synchronous=NORMAL syncs at
+        # checkpoints instead of every commit: in WAL mode the database stays consistent after
+        # a crash (https://www.sqlite.org/pragma.html#pragma_synchronous); a killed process
+        # loses nothing, and a power cut only the last commits: their items are fetched again
+        # (the point exists, so they become sightings), at worst leaving an unreferenced object.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # per connection, so set on each open
         with self._tx() as db:
-            db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock, self._db:
             yield self._db
+
+    def pragma(self, name: str) -> object:
+        """The current value of a PRAGMA on this connection (journal_mode, synchronous, ...)."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._tx() as db:
+            return db.execute(f"PRAGMA {name}").fetchone()[0]
 
     def close(self) -> None:
         """Close the database."""
@@ -277,6 +294,30 @@ class StateStore:
                 "UPDATE runs SET status='interrupted', finished_at=? WHERE status='running'",
                 (iso(utcnow()),),
             ).rowcount
+
+    def request_run(self) -> None:
+        """Ask the process that holds the schedule to run the daily job now ("Run now")."""
+        with self._tx() as db:
+            db.execute("INSERT INTO run_requests(requested_at) VALUES (?)", (iso(utcnow()),))
+
+    def take_run_requests(self) -> int:
+        """Consume the pending "Run now" requests; returns how many there were."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM run_requests").rowcount
+
+    def pending_run_request(self) -> str | None:
+        """When the oldest unconsumed "Run now" request was made, or None."""
+        with self._tx() as db:
+            row = db.execute("SELECT MIN(requested_at) AS at FROM run_requests").fetchone()
+        return str(row["at"]) if row and row["at"] else None
+
+    def update_run(self, run_id: int, report: dict[str, Any]) -> None:
+        """Store a running run's report so far (its status stays "running")."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET report=? WHERE id=? AND status='running'",
+                (json.dumps(report), run_id),
+            )
 
     def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
         """Store the final report of a run."""

@@ -158,9 +158,21 @@ def _exif_with_text_where_a_rational_belongs() -> bytes:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
-def test_a_broken_exif_block_keeps_the_image_unrotated(fmt: str) -> None:
+def test_a_broken_exif_block_still_turns_the_image_by_its_readable_orientation(fmt: str) -> None:
+    # The orientation reads fine; only re-writing the block would fail (ImageOps.exif_transpose
+    # did, which left such images on their side).
     image = Image.new("RGB", (40, 20), (0, 200, 0))
     data = encode(image, fmt, exif=_exif_with_text_where_a_rational_belongs())
+    decoded = decode_image(data)
+    assert decoded.image.size == (decoded.width, decoded.height) == (20, 40)
+    assert decode_preview(data, 32).size == (16, 32)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+def test_an_unreadable_exif_block_keeps_the_image_as_stored(fmt: str) -> None:
+    image = Image.new("RGB", (40, 20), (0, 200, 0))
+    data = encode(image, fmt, exif=b"MM\x00*\x00\x00\xff\xff" + bytes(6))  # IFD past the end
     assert decode_image(data).image.size == (40, 20)
     assert decode_preview(data, 32).size == (32, 16)
 
