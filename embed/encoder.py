@@ -1,10 +1,19 @@
-"""ResNet50 image encoder: the 2048-d pooled feature, L2-normalised float32."""
+"""ResNet50 image encoder: the 2048-d pooled feature, L2-normalised float32.
+
+How it runs is decided once, by `plan_for`: channels_last everywhere; bf16 autocast on CPUs that
+compute bf16 natively (avx512_bf16 or AMX; elsewhere bf16 is emulated and ~5x slower than fp32);
+fp16 weights, pinned memory and non-blocking copies on CUDA; and on small CPUs one core left to
+the ingestion pipeline's decode workers so torch and they do not fight over the same cores.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +30,103 @@ log = logging.getLogger(__name__)
 DIM = 2048
 RANDOM_SEED = 20240611
 IMAGENET = ResNet50_Weights.DEFAULT
+# /proc/cpuinfo flags of CPUs with bf16 arithmetic in hardware (oneDNN uses them for bf16 convs).
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CPUINFO = Path("/proc/cpuinfo")
 
 
 class WeightsUnavailable(RuntimeError):
     """The configured weights cannot be loaded; the message tells the user what to do."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where and how the model runs: device, compute dtype, torch threads (0 = torch's own)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    threads: int
+
+    @property
+    def autocast(self) -> bool:
+        """True when a CPU runs the fp32 model under bf16 autocast."""
+        return self.device.type == "cpu" and self.dtype != torch.float32
+
+    def describe(self) -> str:
+        """A short human-readable summary, e.g. "cpu, bf16 autocast, 1 thread"."""
+        precision = str(self.dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+        precision = precision.replace("float16", "fp16").replace("float32", "fp32")
+        if self.autocast:
+            precision += " autocast"
+        threads = f", {self.threads} torch thread(s)" if self.threads else ""
+        return f"{self.device}, {precision}, channels_last{threads}"
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_threads(cores: int) -> int:
+    """torch threads for `cores` CPU cores when embed.threads is 0.
+
+    On up to 4 cores one is left to the pipeline's decode workers (decoding, thumbnails, hashes,
+    preprocessing): with every core in torch, its threads and the workers preempt each other and
+    ingestion is slower than with one core fewer for torch (measured in the README's Performance
+    section). Larger machines give torch every core; the workers then find idle time.
+    """
+    if cores <= 1:
+        return 1
+    return cores - 1 if cores <= 4 else cores
+
+
+def plan_for(
+    settings: EmbedSettings,
+    *,
+    cuda_available: bool | None = None,
+    flags: frozenset[str] | None = None,
+    cores: int | None = None,
+) -> Plan:
+    """Decide device, precision and threads from settings and the machine (overridable in tests)."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if settings.device == "cuda" and not cuda:
+        raise WeightsUnavailable(
+            "IMGSEARCH_EMBED__DEVICE=cuda but no CUDA device is available; use auto or cpu."
+        )
+    name = ("cuda" if cuda else "cpu") if settings.device == "auto" else settings.device
+    device = torch.device(name)
+    if settings.precision == "fp32":
+        dtype = torch.float32
+    elif settings.precision == "bf16":
+        dtype = torch.bfloat16
+    elif device.type == "cuda":
+        dtype = torch.float16
+    else:
+        native = NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags)
+        dtype = torch.bfloat16 if native else torch.float32
+    if settings.threads:
+        threads = settings.threads
+    elif device.type == "cpu":
+        threads = auto_threads(usable_cores() if cores is None else cores)
+    else:
+        threads = 0  # the GPU computes; the CPU threads only decode
+    return Plan(device, dtype, threads)
 
 
 class Encoder:
@@ -34,26 +136,34 @@ class Encoder:
 
     def __init__(self, settings: EmbedSettings) -> None:
         self.settings = settings
-        self.device = _pick_device(settings.device)
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        self.plan = plan_for(settings)
+        self.device = self.plan.device
+        if self.plan.threads:
+            torch.set_num_threads(self.plan.threads)  # process-wide, so set once, here
+        if self.plan.autocast and not NATIVE_BF16_FLAGS & cpu_flags():
+            log.warning(
+                "IMGSEARCH_EMBED__PRECISION=bf16 on a CPU without native bf16 (avx512_bf16 or "
+                "AMX): it is emulated and several times slower than fp32"
+            )
         model, label = _build_model(settings.weights)
         self.weights_label = label
         self.is_random = settings.weights == "random"
         # Preprocessing comes from the weights' own recipe (resize, crop, normalise).
         self.transform = IMAGENET.transforms()
         model.eval()
-        if self.device.type == "cpu":
-            # channels_last is ~25% faster for ResNet convolutions on CPU
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model = model.to(self.device)
+        # channels_last: oneDNN (CPU) and cuDNN (tensor cores) run ResNet convolutions faster.
+        model = model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.device.type == "cuda":
+            model = model.to(self.plan.dtype)  # half weights; on CPU autocast casts per op
+            torch.backends.cudnn.benchmark = True  # one input size (the crop): tune once
+        self.model = model
         self._lock = threading.Lock()
         if self.is_random:
             log.warning(
                 "RANDOM ENCODER WEIGHTS: embeddings are deterministic but meaningless; "
                 "similarity scores say nothing about the images (tests and offline demos only)"
             )
-        log.info("encoder ready: ResNet50 (%s) on %s", label, self.device)
+        log.info("encoder ready: ResNet50 (%s) on %s", label, self.plan.describe())
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (safe to call from worker threads)."""
@@ -70,38 +180,43 @@ class Encoder:
             return np.zeros((0, DIM), dtype=np.float32)
         out: list[np.ndarray] = []
         size = self.settings.batch_size
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), self._autocast():
             for start in range(0, len(tensors), size):
-                batch = torch.stack(list(tensors[start : start + size])).to(self.device)
-                if self.device.type == "cpu":
-                    batch = batch.contiguous(memory_format=torch.channels_last)
+                batch = self._to_device(torch.stack(list(tensors[start : start + size])))
                 features = self.model(batch).float()
                 features = nn.functional.normalize(features, dim=1)
                 out.append(features.cpu().numpy().astype(np.float32, copy=False))
         return np.concatenate(out, axis=0)
 
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            # Pinned host memory lets the copy run asynchronously; the cast happens on the GPU.
+            batch = batch.pin_memory().to(self.device, non_blocking=True).to(self.plan.dtype)
+        return batch.contiguous(memory_format=torch.channels_last)
 
-_cache: dict[tuple[str, str, int], Encoder] = {}
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.plan.autocast:
+            return torch.autocast("cpu", dtype=self.plan.dtype)
+        return contextlib.nullcontext()
+
+
+_cache: dict[tuple[Any, ...], Encoder] = {}
 _cache_lock = threading.Lock()
 
 
 def load_encoder(settings: EmbedSettings) -> Encoder:
     """Return this process's encoder for these settings, building it on first use."""
-    key = (settings.weights, settings.device, settings.batch_size)
+    key = (
+        settings.weights,
+        settings.device,
+        settings.batch_size,
+        settings.precision,
+        settings.threads,
+    )
     with _cache_lock:
         if key not in _cache:
             _cache[key] = Encoder(settings)
         return _cache[key]
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise WeightsUnavailable(
-            "IMGSEARCH_EMBED__DEVICE=cuda but no CUDA device is available; use auto or cpu."
-        )
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _headless(model: nn.Module) -> nn.Module:

@@ -10,8 +10,16 @@ import torch
 from torchvision.models import resnet50
 
 from config import EmbedSettings
-from embed.encoder import DIM, Encoder, WeightsUnavailable
-from tests.conftest import draw_image
+from embed.encoder import (
+    DIM,
+    Encoder,
+    WeightsUnavailable,
+    auto_threads,
+    cpu_flags,
+    load_encoder,
+    plan_for,
+)
+from tests.conftest import draw_image, photo
 
 
 def test_embeddings_are_2048_d_unit_float32(encoder: Encoder) -> None:
@@ -22,7 +30,7 @@ def test_embeddings_are_2048_d_unit_float32(encoder: Encoder) -> None:
 
 
 def test_random_weights_are_deterministic_across_builds(encoder: Encoder) -> None:
-    again = Encoder(EmbedSettings(weights="random", batch_size=8, device="cpu"))
+    again = Encoder(EmbedSettings(weights="random", batch_size=8, device="cpu", precision="fp32"))
     image = draw_image(7)
     np.testing.assert_allclose(encoder.embed([image]), again.embed([image]), atol=1e-5)
     assert again.is_random
@@ -46,7 +54,7 @@ def test_weights_load_from_a_state_dict_file(tmp_path: Path) -> None:
     path = tmp_path / "weights.pth"
     # Saved the way training code often does: wrapped, with a module. prefix and the classifier.
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
-    encoder = Encoder(EmbedSettings(weights=str(path), device="cpu"))
+    encoder = Encoder(EmbedSettings(weights=str(path), device="cpu", precision="fp32"))
     assert not encoder.is_random
     image = draw_image(3)
     model.fc = torch.nn.Identity()
@@ -80,3 +88,115 @@ def test_imagenet_without_network_fails_fast_naming_file_cache_and_setting(
     assert "resnet50-11ad3fa6.pth" in message
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in message
     assert "IMGSEARCH_EMBED__WEIGHTS=/path/to/file.pth" in message
+
+
+# -- how the encoder runs: device, precision, threads ---------------------------------------
+
+BF16_CPU = frozenset({"avx2", "avx512f", "avx512_bf16"})
+AMX_CPU = frozenset({"avx2", "amx_tile", "amx_bf16"})
+PLAIN_CPU = frozenset({"avx", "avx2", "fma"})
+
+
+def test_a_cpu_with_native_bf16_runs_under_bf16_autocast() -> None:
+    for flags in (BF16_CPU, AMX_CPU):
+        plan = plan_for(EmbedSettings(device="cpu"), cuda_available=False, flags=flags, cores=2)
+        assert (plan.device.type, plan.dtype, plan.autocast) == ("cpu", torch.bfloat16, True)
+
+
+def test_a_cpu_without_native_bf16_stays_fp32() -> None:
+    plan = plan_for(EmbedSettings(), cuda_available=False, flags=PLAIN_CPU, cores=2)
+    assert (plan.device.type, plan.dtype, plan.autocast) == ("cpu", torch.float32, False)
+
+
+def test_precision_fp32_forces_full_precision_on_a_bf16_cpu_and_on_cuda() -> None:
+    settings = EmbedSettings(precision="fp32")
+    on_cpu = plan_for(settings, cuda_available=False, flags=BF16_CPU, cores=2)
+    on_gpu = plan_for(settings, cuda_available=True, flags=BF16_CPU, cores=2)
+    assert on_cpu.dtype == on_gpu.dtype == torch.float32
+    assert not on_cpu.autocast and not on_gpu.autocast
+
+
+def test_auto_picks_cuda_with_half_precision_when_a_gpu_is_there() -> None:
+    plan = plan_for(EmbedSettings(), cuda_available=True, flags=PLAIN_CPU, cores=2)
+    assert (plan.device.type, plan.dtype, plan.autocast) == ("cuda", torch.float16, False)
+    assert plan.threads == 0  # torch's own CPU threads: the GPU does the work
+
+
+def test_device_cpu_stays_on_the_cpu_even_with_a_gpu() -> None:
+    plan = plan_for(EmbedSettings(device="cpu"), cuda_available=True, flags=PLAIN_CPU, cores=2)
+    assert plan.device.type == "cpu"
+
+
+def test_device_cuda_without_a_gpu_names_the_setting() -> None:
+    with pytest.raises(WeightsUnavailable, match="IMGSEARCH_EMBED__DEVICE=cuda"):
+        plan_for(EmbedSettings(device="cuda"), cuda_available=False, flags=PLAIN_CPU)
+
+
+def test_small_cpus_leave_one_core_to_the_decode_workers() -> None:
+    assert [auto_threads(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 8]
+    auto = plan_for(EmbedSettings(device="cpu"), cuda_available=False, flags=PLAIN_CPU, cores=2)
+    assert auto.threads == 1
+    pinned = plan_for(EmbedSettings(device="cpu", threads=2), cuda_available=False, cores=2)
+    assert pinned.threads == 2
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n\n"
+    )
+    assert {"avx2", "avx512_bf16"} <= cpu_flags(cpuinfo)
+    assert cpu_flags(tmp_path / "absent") == frozenset()
+
+
+def test_the_encoder_follows_its_plan() -> None:
+    encoder = load_encoder(EmbedSettings(weights="random", device="cpu", precision="bf16"))
+    assert encoder.plan.autocast and encoder.plan.dtype == torch.bfloat16
+    assert load_encoder(EmbedSettings(weights="random", device="cpu", precision="bf16")) is encoder
+    first = next(encoder.model.parameters())
+    assert first.dtype == torch.float32  # autocast casts per operation; weights stay fp32
+    assert first.is_contiguous(memory_format=torch.channels_last)
+
+
+BF16_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def test_bf16_vectors_agree_with_fp32_on_photos(encoder: Encoder) -> None:
+    # Random weights map every photo near one common direction (unrelated photos score ~0.997
+    # raw cosine), so the raw 0.999 agreement alone would also pass a bf16 path that returned
+    # another photo's vector. The test therefore also compares the vectors after removing the
+    # photos' common direction, where different photos are far apart (cosine < 0.4 here), and
+    # requires each bf16 vector's nearest fp32 vector to be its own photo's.
+    bf16 = load_encoder(
+        EmbedSettings(weights="random", device="cpu", precision="bf16", batch_size=8)
+    )
+    images = [photo(name) for name in BF16_PHOTOS]
+    full = encoder.embed(images)
+    half = bf16.embed(images)
+    assert half.dtype == np.float32
+    assert np.min(np.sum(full * half, axis=1)) >= 0.999
+    assert not np.allclose(full, half, atol=1e-4), "the bf16 path computed in fp32"
+    mean = full.mean(axis=0)
+    full_c = _unit_rows(full - mean)
+    half_c = _unit_rows(half - mean)
+    agreement = half_c @ full_c.T
+    assert np.min(np.diag(agreement)) >= 0.95
+    assert list(np.argmax(agreement, axis=1)) == list(range(len(images)))
+    others = agreement[~np.eye(len(images), dtype=bool)]
+    assert np.max(others) < 0.8  # the centred comparison does tell photos apart
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_vectors_agree_with_cpu_fp32(encoder: Encoder) -> None:
+    gpu = Encoder(EmbedSettings(weights="random", device="cuda", batch_size=8))
+    assert gpu.plan.dtype == torch.float16
+    images = [photo(name) for name in BF16_PHOTOS]
+    full, half = encoder.embed(images), gpu.embed(images)
+    mean = full.mean(axis=0)
+    agreement = _unit_rows(half - mean) @ _unit_rows(full - mean).T
+    assert np.min(np.diag(agreement)) >= 0.95
+    assert list(np.argmax(agreement, axis=1)) == list(range(len(images)))
