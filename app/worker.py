@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.events import EVENT_SCHEDULER_STARTED, SchedulerEvent
@@ -30,9 +31,10 @@ from app.runtime import Runtime
 from app.schedule import JOB_ID, build_scheduler
 from config import Settings
 from embed.encoder import WeightsUnavailable
-from ingest.pipeline import RunInProgress
+from ingest.pipeline import RunInProgress, mark_stale_runs
 from ingest.report import RunReport
 from ingest.sources import SourceConfigError
+from ingest.state import StateStore
 from store.images import StoreError
 from store.index import IndexUnavailable
 
@@ -56,6 +58,10 @@ SKIPPED_RUN_ERRORS = (
 )
 _in_app_lock = threading.RLock()
 _exit_hooked = False
+# Set while this process runs the job (a "Run now" then only says a run is in progress).
+_job_running = threading.Event()
+_poller: _RunRequests | None = None
+POLL_S = 2.0  # how often the process holding the schedule looks for "Run now" requests
 
 
 def run_job(runtime: Runtime, stop: threading.Event | None = None) -> RunReport:
@@ -66,9 +72,62 @@ def run_job(runtime: Runtime, stop: threading.Event | None = None) -> RunReport:
     if stop is None:
         _stop_on_interpreter_exit()
         stop = _stop
-    report = runtime.pipeline.run(runtime.declared_sources(), stop=stop)
+    _job_running.set()
+    try:
+        report = runtime.pipeline.run(runtime.declared_sources(), stop=stop)
+    finally:
+        _job_running.clear()
     log.info("daily job %s: %s", report.status, report.summary())
     return report
+
+
+def request_run(runtime: Runtime) -> str:
+    """ "Run now": ask whichever process holds the schedule to start the daily job at once.
+
+    Returns at once with one sentence for the user; the run's progress is in its run record.
+    """
+    state = runtime.state
+    if _job_running.is_set():
+        return "A run is in progress; its progress shows below."
+    state.request_run()
+    with _in_app_lock:
+        scheduler = _in_app
+    if scheduler is not None:
+        _take_requests(scheduler, state)
+        return "The run has started; its progress shows below."
+    return "Requested: the worker process (imgsearch worker) starts the run within a few seconds."
+
+
+class _RunRequests:
+    """A thread in the process that holds the schedule: turns "Run now" requests into a run."""
+
+    def __init__(self, scheduler: BaseScheduler, state: StateStore) -> None:
+        self.scheduler = scheduler
+        self.state = state
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="imgsearch-run-now", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._done.wait(POLL_S):
+            try:
+                _take_requests(self.scheduler, self.state)
+            except Exception:  # a locked database or a stopping scheduler: try again later
+                log.warning("could not read the run requests", exc_info=True)
+
+
+def _take_requests(scheduler: BaseScheduler, state: StateStore) -> None:
+    if not state.take_run_requests() or scheduler.state == STATE_STOPPED:
+        return
+    if _job_running.is_set():
+        log.info("run now: a run is already in progress")
+        return
+    log.info("run now: starting the daily job")
+    scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
 
 
 def register_runtime(runtime: Runtime | None) -> None:
@@ -106,18 +165,20 @@ def start_in_app_scheduler(
 
     `trigger` replaces the cron trigger from settings (tests use one that fires at once).
     """
-    global _in_app
+    global _in_app, _poller
     if not runs_in_app(runtime.settings):
         return None
     with _in_app_lock:
         if _in_app is None:
             register_runtime(runtime)
+            mark_stale_runs(runtime.settings.data_dir, runtime.state)
             scheduler = build_scheduler(runtime.settings, JOB_REF, blocking=False, trigger=trigger)
             assert isinstance(scheduler, BackgroundScheduler)
             scheduler.start()
             _stop_on_interpreter_exit()
             _log_next_run(scheduler, "in the app's process")
             _in_app = scheduler
+            _poller = _RunRequests(scheduler, runtime.state)
         return _in_app
 
 
@@ -136,12 +197,21 @@ def _stop_on_interpreter_exit() -> None:
 
 def stop_in_app_scheduler() -> None:
     """Shut the in-app schedule down (waiting for a running job) so it can be started again."""
-    global _in_app
+    global _in_app, _poller
     with _in_app_lock:
+        if _poller is not None:
+            _poller.close()
+            _poller = None
         if _in_app is not None:
             _in_app.shutdown(wait=True)
             _in_app = None
             register_runtime(None)
+
+
+def shutdown_in_app() -> None:
+    """The app is stopping: stop a run in progress (after its batch) and the schedule."""
+    _stop.set()
+    stop_in_app_scheduler()
 
 
 # -- the `imgsearch worker` command ------------------------------------------------------------
@@ -208,7 +278,9 @@ def _run_schedule(settings: Settings) -> int:
         log.warning("no sources are declared (IMGSEARCH_SOURCES): each run will do nothing")
     runtime = Runtime(settings)
     register_runtime(runtime)
+    mark_stale_runs(settings.data_dir, runtime.state)
     scheduler = build_scheduler(settings, JOB_REF, blocking=True)
+    pollers: list[_RunRequests] = []
     shutting_down: list[threading.Thread] = []
     lock = threading.Lock()
 
@@ -226,6 +298,7 @@ def _run_schedule(settings: Settings) -> int:
 
     def on_started(event: SchedulerEvent) -> None:
         _log_next_run(scheduler, "in this worker")
+        pollers.append(_RunRequests(scheduler, runtime.state))
         if _stop.is_set():  # a signal arrived before the scheduler was running
             request_shutdown()
 
@@ -236,6 +309,8 @@ def _run_schedule(settings: Settings) -> int:
         for thread in shutting_down:
             thread.join()
     finally:
+        for poller in pollers:
+            poller.close()
         restore()
         register_runtime(None)
         runtime.close()

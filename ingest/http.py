@@ -21,7 +21,7 @@ import httpcore
 import httpx
 
 from config import FetchSettings
-from ingest.items import FetchError
+from ingest.items import Cancelled, FetchError
 from ingest.netguard import GuardedBackend, Policy, Refused
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ class Downloader:
         self._client_lock = threading.Lock()
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
+        self._cancelled = threading.Event()
 
     # -- public -------------------------------------------------------------------------------
     def image(self, url: str) -> bytes:
@@ -114,12 +115,18 @@ class Downloader:
         """Download a feed or page (no image checks; capped at max_page_bytes), with retries."""
         return self._get(url, image=False)
 
+    def cancel(self) -> None:
+        """Stop work in flight: no new request, no retry, and an open body stops at its next
+        chunk (or at the read timeout when the server sends nothing). Raises Cancelled there."""
+        self._cancelled.set()
+
     def close(self) -> None:
-        """Close the connection pool; a later call opens a new one."""
+        """Close the connection pool (and clear a cancel); a later call opens a new one."""
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            self._cancelled.clear()
 
     def __enter__(self) -> Downloader:
         return self
@@ -172,10 +179,13 @@ class Downloader:
         host = f"{parts.hostname}:{parts.port or ''}"
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
+            self._check_cancelled()
             try:
                 with self._host_slot(host):
+                    self._check_cancelled()  # the slot may have taken a while
                     return self._once(url, image=image)
             except _Retry as retry:
+                self._check_cancelled()  # no retry once the run is stopping
                 if attempt == attempts - 1:
                     if attempts > 1:
                         raise FetchError(
@@ -187,7 +197,8 @@ class Downloader:
                 if retry.wait_s is not None:
                     pause = max(pause, retry.wait_s)
                 log.debug("retrying %s in %.2f s: %s", url, pause, retry.error.reason)
-                time.sleep(pause)  # outside the host slot, so others can use it meanwhile
+                # Outside the host slot, so others can use it meanwhile; a cancel cuts it short.
+                self._cancelled.wait(pause)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _once(self, url: str, *, image: bool) -> Document:
@@ -254,12 +265,17 @@ class Downloader:
             # other 4xx stay retryable because the quarantine's own backoff paces later tries.
             raise FetchError(f"HTTP {status}", retryable=status != 410)
 
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled()
+
     def _read_capped(self, response: httpx.Response, cap: int, *, image: bool) -> bytes:
         deadline = time.monotonic() + self.settings.total_timeout_s
         chunks: list[bytes] = []
         size = 0
         checked = not image
         for chunk in response.iter_bytes():
+            self._check_cancelled()
             size += len(chunk)
             if size > cap:
                 raise FetchError(f"larger than {cap} bytes", retryable=False)

@@ -18,6 +18,13 @@ class FetchError(RuntimeError):
         self.retryable = retryable
 
 
+class Cancelled(FetchError):
+    """The run is stopping or out of time: the item is left for the next run, not quarantined."""
+
+    def __init__(self, reason: str = "the run stopped before this item was fetched") -> None:
+        super().__init__(reason, retryable=True)
+
+
 @dataclass(frozen=True)
 class ItemMeta:
     """What a source knows about an item besides its bytes."""

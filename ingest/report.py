@@ -17,6 +17,7 @@ class SourceReport:
     failed: int = 0  # quarantined this run
     retried: int = 0  # quarantined items attempted again
     deferred: int = 0  # quarantined items not yet due (backoff) or out of attempts
+    postponed: int = 0  # left for the next run: the run stopped or ran out of time first
     bytes: int = 0
 
 
@@ -56,6 +57,7 @@ class RunReport:
         t = self.total()
         return (
             f"seen {t.seen}, new {t.new}, unchanged {t.unchanged}, duplicate {t.duplicate}, "
-            f"failed {t.failed}, retried {t.retried}, deferred {t.deferred}; "
+            f"failed {t.failed}, retried {t.retried}, deferred {t.deferred}, "
+            f"postponed {t.postponed}; "
             f"{t.bytes / 1e6:.1f} MB in {self.duration_s:.1f} s ({self.images_per_s:.1f} images/s)"
         )

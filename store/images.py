@@ -122,10 +122,23 @@ class LocalImageStore:
 class S3ImageStore:
     """An S3 (or S3-compatible) bucket under a prefix; objects stay private."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        sse: str = "AES256",
+        sse_kms_key_id: str = "",
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.encryption: dict[str, str] = {}  # put_object's server-side encryption arguments
+        if sse != "none":
+            self.encryption["ServerSideEncryption"] = sse
+            if sse == "aws:kms" and sse_kms_key_id:
+                self.encryption["SSEKMSKeyId"] = sse_kms_key_id
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -144,7 +157,7 @@ class S3ImageStore:
             raise StoreError(f"S3 {action} of {key} failed: {exc}") from exc
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Upload the bytes, encrypted at rest."""
+        """Upload the bytes (encrypted at rest unless the settings turn SSE off)."""
         self._call(
             "put",
             key,
@@ -152,7 +165,7 @@ class S3ImageStore:
             Key=self._key(key),
             Body=data,
             ContentType=content_type,
-            ServerSideEncryption="AES256",
+            **self.encryption,
         )
 
     def get(self, key: str) -> bytes:
@@ -228,7 +241,13 @@ def make_image_store(settings: Settings, s3_client: Any = None) -> ImageStore:
     url = settings.storage.url
     if url.startswith("s3://"):
         bucket, prefix = parse_s3_url(url)
-        return S3ImageStore(s3_client or make_s3_client(settings.s3), bucket, prefix)
+        return S3ImageStore(
+            s3_client or make_s3_client(settings.s3),
+            bucket,
+            prefix,
+            sse=settings.s3.sse,
+            sse_kms_key_id=settings.s3.sse_kms_key_id,
+        )
     root = Path(url.removeprefix("file://")) if url else settings.images_dir
     return LocalImageStore(root.expanduser())
 

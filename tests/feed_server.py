@@ -26,6 +26,7 @@ class Route:
     fail_first: int = 0  # answer 500 this many times, then normally
     headers: dict[str, str] = field(default_factory=dict)
     send_length: bool = True  # False: no Content-Length, the body ends when the socket closes
+    drip_s: float = 0.0  # > 0: the body goes out one byte per drip_s seconds (a stalled server)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,13 @@ class FeedServer:
         if route is None or route.send_length:
             handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
+        if route is not None and route.drip_s > 0 and status == route.status:
+            for i in range(len(body)):
+                handler.wfile.write(body[i : i + 1])
+                handler.wfile.flush()
+                if self._stopping.wait(route.drip_s):
+                    return
+            return
         handler.wfile.write(body)
 
 

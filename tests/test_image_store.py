@@ -90,3 +90,23 @@ def test_local_store_refuses_keys_outside_its_folder(tmp_path: Path) -> None:
     store = LocalImageStore(tmp_path / "images")
     with pytest.raises(StoreError, match="outside"):
         store.put("../escape.jpg", b"x", "image/jpeg")
+
+
+@pytest.mark.parametrize(("sse", "stored"), [("AES256", "AES256"), ("none", None)])
+def test_s3_server_side_encryption_follows_the_setting(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path, sse: str, stored: str | None
+) -> None:
+    # MinIO without a KMS refuses any SSE header, so "none" must send none at all.
+    settings: Settings = make_settings(
+        tmp_path / "data",
+        storage={"url": f"s3://{s3_bucket}/enc"},
+        s3={
+            "endpoint_url": s3_endpoint,
+            "region": "us-east-1",
+            "addressing_style": "path",
+            "sse": sse,
+        },
+    )
+    make_image_store(settings).put(f"originals/{sse}.jpg", b"bytes", "image/jpeg")
+    head = make_s3_client(settings.s3).head_object(Bucket=s3_bucket, Key=f"enc/originals/{sse}.jpg")
+    assert head.get("ServerSideEncryption") == stored

@@ -29,7 +29,7 @@ from typing import Any
 
 from config import FetchSettings
 from ingest.http import Document, Downloader
-from ingest.items import FetchError, ItemMeta, SourceItem
+from ingest.items import Cancelled, FetchError, ItemMeta, SourceItem
 from ingest.sources.detect import WEB_KINDS, detect_web_kind
 from ingest.sources.entry import WebEntry
 from ingest.sources.feeds import parse_feed
@@ -65,6 +65,7 @@ class WebSource:
         # One client for discovery and every item fetch of this source (fetches run in the
         # pipeline's worker threads, after discovery may have finished, so it is not closed here).
         self.downloader = downloader or Downloader(settings)
+        self.warnings: list[str] = []  # things the run report should show (e.g. a capped feed)
 
     def discover(self) -> Iterator[SourceItem]:
         """Fetch the document once, parse it lazily, and yield one item per (image, place) pair."""
@@ -72,6 +73,7 @@ class WebSource:
         kind = self.kind or detect_web_kind(document)
         log.debug("source %s: %s is %s", self.name, document.url, kind)
         seen: set[str] = set()
+        self.warnings.clear()
         for entry in self._entries(document, kind):
             key = item_key(entry.image_url, entry.source_uri)
             if key in seen:  # one key, one item: the first mention wins
@@ -79,20 +81,38 @@ class WebSource:
             seen.add(key)
             yield self._item(entry)
 
+    def cancel(self) -> None:
+        """Stop this source's downloads in flight (the run is stopping or out of time)."""
+        self.downloader.cancel()
+
     def close(self) -> None:
         """Close the shared HTTP client (call once the run that used this source is over)."""
         self.downloader.close()
 
+    def _capped(self, document: Document, entries: Iterator[WebEntry]) -> Iterator[WebEntry]:
+        """At most max_items_per_document entries of one document; the cut is reported."""
+        cap = self.settings.max_items_per_document
+        for n, entry in enumerate(entries):
+            if n == cap:
+                message = (
+                    f"{document.url[:200]} lists more than {cap} items; only the first {cap} "
+                    "were read (IMGSEARCH_FETCH__MAX_ITEMS_PER_DOCUMENT)"
+                )
+                log.warning("source %s: %s", self.name, message)
+                self.warnings.append(message)
+                return
+            yield entry
+
     def _entries(self, document: Document, kind: str) -> Iterator[WebEntry]:
         if kind == "rss":
-            yield from parse_feed(document)
+            yield from self._capped(document, parse_feed(document))
         elif kind == "csv":
-            yield from parse_csv(document, self.options)
+            yield from self._capped(document, parse_csv(document, self.options))
         elif kind == "jsonl":
-            yield from parse_jsonl(document, self.options)
+            yield from self._capped(document, parse_jsonl(document, self.options))
         else:
             page = parse_page(document)
-            yield from page.entries
+            yield from self._capped(document, iter(page.entries))
             if self._follow_links():
                 yield from self._articles(page.links)
 
@@ -109,13 +129,15 @@ class WebSource:
         for url in links[: self.max_pages]:
             try:
                 article = self.downloader.document(url)
+            except Cancelled:
+                raise
             except FetchError as exc:
                 # The page itself was read; one broken link must not fail the whole source.
                 log.warning("source %s: skipping article %s: %s", self.name, url, exc.reason)
                 continue
             if "html" not in article.content_type and article.content_type:
                 continue
-            yield from parse_article(article)
+            yield from self._capped(article, iter(parse_article(article)))
 
     def _item(self, entry: WebEntry) -> SourceItem:
         url = entry.image_url
