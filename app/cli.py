@@ -13,12 +13,14 @@ from pathlib import Path
 from app.runtime import Runtime, configure_logging
 from config import Settings, get_settings
 from embed.decode import DecodeError
+from embed.descriptors import TextSearchUnavailable
 from embed.encoder import WeightsUnavailable
 from embed.sscd import SscdUnavailable
 from ingest.items import Failed
+from ingest.manual import ManualAddError
 from ingest.pipeline import RunInProgress
 from ingest.sources import SourceConfigError
-from search.service import SearchResult
+from search.service import QueryError, SearchResult
 from store.images import StoreError
 from store.index import IndexUnavailable
 
@@ -30,10 +32,13 @@ USER_ERRORS = (
     IndexUnavailable,
     WeightsUnavailable,
     SscdUnavailable,
+    TextSearchUnavailable,
     StoreError,
     RunInProgress,
     SourceConfigError,
     DecodeError,
+    QueryError,
+    ManualAddError,
 )
 
 
@@ -78,27 +83,110 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    """Search the catalog with one image file: the verdict, then the most similar images."""
+    """Search with images, URLs, catalog ids or text: the verdict (one image), then matches."""
+    from search.service import Filters, Query
+
+    try:
+        images, urls, ids = _examples([*args.images, *args.positive])
+        negative_images, negative_urls, negative_ids = _examples(args.negative)
+    except OSError as exc:
+        print(f"Cannot read {exc.filename}: {exc.strerror or exc}.", file=sys.stderr)
+        return 2
+    query = Query(
+        images=images,
+        urls=urls,
+        ids=ids,
+        negative_images=negative_images,
+        negative_urls=negative_urls,
+        negative_ids=negative_ids,
+        text=args.text,
+        filters=Filters(
+            tuple(args.source), tuple(args.category), args.since, args.until, args.words
+        ),
+        top_k=args.top_k or settings.search.top_k,
+        offset=args.offset,
+        strategy=args.strategy,
+        threshold=args.threshold if args.threshold is not None else settings.search.threshold,
+    )
+    runtime = Runtime(settings)
+    try:
+        result = runtime.search.search(query)
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps([m.as_dict() for m in result.matches], indent=2))
+        if result.has_verdict:
+            print(verdict_line(result), file=sys.stderr)
+        return 0
+    if result.has_verdict:
+        print_check(" ".join([*args.images, *args.positive]), result, matches=True)
+    else:
+        print_matches(result)
+    return 0
+
+
+def _examples(values: Sequence[str]) -> tuple[tuple[bytes, ...], tuple[str, ...], tuple[str, ...]]:
+    """(file contents, URLs, catalog ids) from command-line examples; OSError for a bad file."""
+    images: list[bytes] = []
+    urls: list[str] = []
+    ids: list[str] = []
+    for value in values:
+        if value.startswith(("http://", "https://")):
+            urls.append(value)
+        elif Path(value).exists() or not _looks_like_id(value):
+            images.append(Path(value).read_bytes())
+        else:
+            ids.append(value)
+    return tuple(images), tuple(urls), tuple(ids)
+
+
+def _looks_like_id(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete catalog images by id: each point and its stored original and thumbnail."""
+    runtime = Runtime(settings)
+    try:
+        for pid in args.ids:
+            record = runtime.search.delete(pid)
+            print(f"deleted {record.id}  {_label(record.payload)}")
+    finally:
+        runtime.close()
+    return 0
+
+
+def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Add one image with its caption through the ingestion pipeline; prints its id."""
+    from ingest.manual import ManualImage, add_image
+
     path = Path(args.image)
     try:
         data = path.read_bytes()
     except OSError as exc:
         print(f"Cannot read {path}: {exc.strerror or exc}.", file=sys.stderr)
         return 2
+    image = ManualImage(
+        data=data,
+        title=args.title,
+        description=args.description,
+        source_uri=args.source_uri,
+        published_at=args.published_at,
+        category=args.category,
+    )
     runtime = Runtime(settings)
     try:
-        result = runtime.search.search_bytes(
-            data,
-            top_k=args.top_k or settings.search.top_k,
-            threshold=args.threshold if args.threshold is not None else settings.search.threshold,
-        )
+        added = add_image(runtime.pipeline, image)
     finally:
         runtime.close()
-    if args.json:
-        print(json.dumps([m.as_dict() for m in result.matches], indent=2))
-        print(verdict_line(result), file=sys.stderr)
-        return 0
-    print_check(str(path), result, matches=True)
+    note = "added" if added.new else "already in the catalog; this place was added to its timeline"
+    print(f"{added.id}  {note}")
     return 0
 
 
@@ -184,6 +272,20 @@ def print_check(name: str, result: SearchResult, *, matches: bool) -> None:
         print(f"{rank:>3}. {match.score:.4f}{mark}  {_label(p)}  {date}  {p.get('source_uri', '')}")
 
 
+def print_matches(result: SearchResult) -> None:
+    """The ranked matches of a query without a verdict (several examples, ids or text)."""
+    if not result.matches:
+        print("No similar images found.")
+    label = "score" if result.higher_is_better else "distance"
+    for rank, match in enumerate(result.matches, result.offset + 1):
+        p = match.payload
+        date = p.get("published_at") or p.get("ingested_at", "")
+        print(
+            f"{rank:>3}. {label} {match.score:.4f}  {match.id}  {_label(p)}  {date}  "
+            f"{p.get('source_uri', '')}"
+        )
+
+
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     """Compute missing or outdated descriptors of every catalog image from its stored original."""
     from tqdm import tqdm
@@ -215,25 +317,10 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the Streamlit app in this process (and the daily schedule, when it belongs here)."""
-    from streamlit.web import bootstrap
+    """Run the page and the HTTP API (/api) on one port, and the daily schedule if it is here."""
+    from app.api import serve
 
-    from app.worker import runs_in_app, start_in_app_scheduler
-
-    if runs_in_app(settings):
-        # Streamlit runs the page only when a browser connects; the schedule must not wait for
-        # that, so the Runtime is built here and the page reuses it.
-        runtime = Runtime(settings)
-        try:
-            runtime.index.ensure_collection()
-            start_in_app_scheduler(runtime)
-        except USER_ERRORS as exc:
-            log.warning("the daily schedule is not running: %s", exc)  # the page says why
-            runtime.close()
-    flags = serve_flags(args, settings)
-    ui = str(Path(__file__).with_name("ui.py"))
-    bootstrap.load_config_options(flag_options=flags)
-    bootstrap.run(ui, False, [], flags)
+    serve(settings, serve_flags(args, settings))
     return 0
 
 
@@ -245,7 +332,7 @@ def serve_flags(args: argparse.Namespace, settings: Settings) -> dict[str, objec
         "server_headless": True,
         "browser_gatherUsageStats": False,
         "server_fileWatcherType": "none",
-        "server_maxUploadSize": 50,
+        "server_maxUploadSize": settings.app.max_upload_mb,
         # Visitors see the app's one-sentence messages, never a traceback; no "Deploy" menu.
         "client_showErrorDetails": "none",
         "client_toolbarMode": "minimal",
@@ -363,12 +450,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_ingest)
 
-    p = sub.add_parser("search", help="find the catalog images most similar to IMAGE")
-    p.add_argument("image")
+    p = sub.add_parser(
+        "search",
+        help="find catalog images like these images, URLs, ids or words",
+        description="Search the catalog. One image gives the copy verdict too; several "
+        "examples (and --negative ones) use Qdrant's recommend API.",
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or image URLs")
+    p.add_argument(
+        "--positive", action="append", default=[], help="more like this: a file, URL or id"
+    )
+    p.add_argument(
+        "--negative", action="append", default=[], help="not like this: a file, URL or id"
+    )
+    p.add_argument("--text", default=None, help="words describing the picture (needs CLIP)")
+    p.add_argument("--source", action="append", default=[], help="only this source (repeatable)")
+    p.add_argument(
+        "--category", action="append", default=[], help="only this category (repeatable)"
+    )
+    p.add_argument("--since", default=None, help="published on or after this date (ISO 8601)")
+    p.add_argument("--until", default=None, help="published on or before this date (ISO 8601)")
+    p.add_argument("--words", default=None, help="every one of these words in the title")
+    p.add_argument("--strategy", choices=["average_vector", "best_score"], default="average_vector")
     p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("delete", help="delete catalog images by id (point, original, thumbnail)")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.set_defaults(handler=cmd_delete)
+
+    p = sub.add_parser("add", help="add one image with its caption (same pipeline as ingest)")
+    p.add_argument("image")
+    p.add_argument("--title", default=None)
+    p.add_argument("--description", default=None)
+    p.add_argument("--source-uri", default=None, help="where it was published")
+    p.add_argument("--published-at", default=None, help="publication date (ISO 8601)")
+    p.add_argument("--category", default=None)
+    p.set_defaults(handler=cmd_add)
 
     p = sub.add_parser(
         "check", help="is IMAGE in the catalog (same file or edited copy), and where was it first"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 
 from config import Settings
+from embed.clip import ClipEncoder, load_clip
 from embed.descriptors import Descriptors, build_descriptors, specs
 from embed.encoder import Encoder, load_encoder
 from embed.sscd import SscdEncoder, load_sscd
@@ -47,9 +50,18 @@ class Runtime:
         return load_sscd(self.settings.verdict.sscd_weights, str(self.encoder.device))
 
     @cached_property
+    def clip(self) -> ClipEncoder | None:
+        """The CLIP model of text search, when IMGSEARCH_TEXT__ENABLED (missing: one sentence)."""
+        return load_clip(
+            self.settings.text,
+            str(self.encoder.device),
+            batch_size=self.settings.embed.batch_size,
+        )
+
+    @cached_property
     def descriptors(self) -> Descriptors:
         """Every descriptor this process computes; the catalog is checked against their models."""
-        descriptors = build_descriptors(self.settings, self.encoder, self.sscd)
+        descriptors = build_descriptors(self.settings, self.encoder, self.sscd, self.clip)
         self.index.check_labels(descriptors.labels, self.accept_relabel)
         return descriptors
 
@@ -69,8 +81,10 @@ class Runtime:
 
     @cached_property
     def search(self) -> SearchService:
-        """The search service."""
-        return SearchService(self.index, self.images, self.descriptors, self.settings.verdict)
+        """The search service (example URLs go through the same fetch settings as feeds)."""
+        return SearchService(
+            self.index, self.images, self.descriptors, self.settings.verdict, self.settings.fetch
+        )
 
     def declared_sources(self) -> list[Source]:
         """The sources declared in settings (what the daily job parses)."""
@@ -81,11 +95,48 @@ class Runtime:
         return [make_source(adhoc_source(loc), self.settings) for loc in locations]
 
     def close(self) -> None:
-        """Release the index lock and the state database."""
+        """Release the index lock and the state database (a second call does nothing)."""
+        if "search" in self.__dict__:
+            self.__dict__.pop("search").close()
         if "index" in self.__dict__:
-            self.index.close()
+            self.__dict__.pop("index").close()
         if "state" in self.__dict__:
-            self.state.close()
+            self.__dict__.pop("state").close()
+
+
+# The one Runtime per settings that everything in a process shares (the page, the API and the
+# in-app schedule): the embedded index allows a single client per folder and process.
+_shared: dict[str, Runtime] = {}
+_shared_lock = threading.Lock()
+
+
+def settings_key(settings: Settings) -> str:
+    """A key for settings: their JSON, with each secret as a digest (JSON masks secrets)."""
+    secrets = [
+        settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else "",
+        settings.api.token.get_secret_value() if settings.api.token else "",
+    ]
+    digest = hashlib.sha256("\0".join(secrets).encode()).hexdigest()
+    return f"{settings.model_dump_json()}|{digest}"
+
+
+def shared_runtime(settings: Settings) -> Runtime:
+    """This process's Runtime for these settings, built on first use (cheap: parts are lazy)."""
+    key = settings_key(settings)
+    with _shared_lock:
+        runtime = _shared.get(key)
+        if runtime is None:
+            runtime = _shared[key] = Runtime(settings)
+        return runtime
+
+
+def close_shared_runtimes() -> None:
+    """Close every shared Runtime (the server's shutdown): the index lock is released cleanly."""
+    with _shared_lock:
+        runtimes = list(_shared.values())
+        _shared.clear()
+    for runtime in runtimes:
+        runtime.close()
 
 
 def configure_logging(level: str) -> None:
