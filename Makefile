@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(IMGSEARCH_DATA_DIR),./data)
 PORT ?= 8501
 
-.PHONY: install browser run test lint format typecheck demo clean
+.PHONY: install browser run test lint format typecheck demo screenshots clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ run: demo ## run the app on the embedded default with the demo catalog
 
 test: install browser ## run the whole test suite
 	$(BIN)/python -m pytest
+
+screenshots: install browser ## docs/search.png and docs/catalog.png from a demo catalog in Chromium
+	$(BIN)/python -m tests.screenshots docs
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,194 @@
+"""What the page modules share: the runtime, filters, cached counts, and safe text for Markdown.
+
+Widgets and layout only; the work is done by the core (search, ingest, store).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+from urllib.parse import quote
+
+import streamlit as st
+
+from app.runtime import Runtime, configure_logging, settings_key, shared_runtime
+from config import Settings
+from embed.decode import DecodeError
+from embed.descriptors import TextSearchUnavailable
+from ingest.manual import ManualAddError
+from ingest.pipeline import RunInProgress
+from search.service import CatalogStats, Filters, QueryError
+from store.images import StoreError
+from store.index import BadFilter, IndexUnavailable
+
+log = logging.getLogger("imgsearch.ui")
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+COLUMNS = 4
+EARLIEST = date(1900, 1, 1)  # the date pickers' range: archives reach back far
+LATEST = date(2100, 12, 31)
+# Errors whose message is one sentence for the user (the core's typed errors).
+USER_ERRORS: tuple[type[Exception], ...] = (
+    QueryError,
+    ManualAddError,
+    TextSearchUnavailable,
+    RunInProgress,
+    IndexUnavailable,
+    StoreError,
+    BadFilter,
+)
+# The same, and an upload or download that is not a usable image (DecodeError has a `reason`).
+INPUT_ERRORS: tuple[type[Exception], ...] = (DecodeError, *USER_ERRORS)
+# Pages register themselves here (url path -> st.Page) so one page can send the visitor to another.
+PAGES: dict[str, Any] = {}
+
+
+@st.cache_resource(show_spinner="Loading the model and opening the index…")
+def get_runtime(key: str, _settings: Settings) -> Runtime:
+    """One Runtime per process and settings: model and index load once.
+
+    The Settings object itself is used (never a JSON round trip: JSON masks secrets such as the
+    Qdrant API key); `key` stands for it in Streamlit's cache.
+    """
+    settings = _settings
+    configure_logging(settings.log_level)
+    runtime = shared_runtime(settings)  # the one the API and the in-app schedule use too
+    runtime.index.ensure_collection()
+    _ = runtime.descriptors  # loads the models and checks them against the catalog's
+    from app.worker import start_in_app_scheduler
+
+    start_in_app_scheduler(runtime)
+    return runtime
+
+
+def runtime_for(settings: Settings) -> Runtime:
+    """The process's Runtime for these settings (built on first use)."""
+    return get_runtime(settings_key(settings), settings)
+
+
+def show_error(exc: Exception) -> None:
+    """One sentence on the page for a failure the visitor can act on; details go to the log."""
+    if isinstance(exc, DecodeError):
+        st.error(f"This file could not be read as an image: {exc.reason}.")
+        return
+    if isinstance(exc, IndexUnavailable | StoreError):
+        log.warning("request failed", exc_info=True)
+    st.error(sentence(str(exc)))
+
+
+def sentence(text: str) -> str:
+    """A message as a sentence: capital first letter, final full stop."""
+    text = text.strip()
+    if not text:
+        return "Something went wrong; the log has the details."
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def forget_results() -> None:
+    """Drop this session's cached answers (after an add or a delete changed the catalog)."""
+    for key in ("answers", "stats", "facets", "browse_cache", "record_preview"):
+        st.session_state.pop(key, None)
+
+
+def cached_by_count(name: str, count: int, compute: Callable[[], Any]) -> Any:
+    """A value computed once per catalog size in this session (facets, stats)."""
+    held = st.session_state.get(name)
+    if held is None or held[0] != count:
+        held = (count, compute())
+        st.session_state[name] = held
+    return held[1]
+
+
+def catalog_stats(runtime: Runtime, count: int) -> CatalogStats:
+    """The catalog page's counts (one scroll of the catalog per catalog size)."""
+    return cached_by_count("stats", count, runtime.search.stats)
+
+
+def facet_values(runtime: Runtime, count: int) -> tuple[list[str], list[str]]:
+    """The sources and categories in the catalog, for the filter pickers."""
+
+    def compute() -> tuple[list[str], list[str]]:
+        return (
+            [str(value) for value, _ in runtime.index.facet("source")],
+            [str(value) for value, _ in runtime.index.facet("category")],
+        )
+
+    return cached_by_count("facets", count, compute)
+
+
+def filter_controls(runtime: Runtime, count: int, prefix: str) -> Filters:
+    """Source, category, published-date range and title words; widget keys start with prefix."""
+    sources, categories = facet_values(runtime, count)
+    chosen_sources = st.multiselect("Source", sources, key=f"{prefix}sources")
+    chosen_categories = st.multiselect("Category", categories, key=f"{prefix}categories")
+    left, right = st.columns(2)
+    since = left.date_input(
+        "Published since", None, EARLIEST, LATEST, key=f"{prefix}since", format="YYYY-MM-DD"
+    )
+    until = right.date_input(
+        "Published until", None, EARLIEST, LATEST, key=f"{prefix}until", format="YYYY-MM-DD"
+    )
+    words = st.text_input("Words in the title", key=f"{prefix}words")
+    return Filters(
+        sources=tuple(chosen_sources),
+        categories=tuple(chosen_categories),
+        since=since.isoformat() if isinstance(since, date) else None,
+        until=until.isoformat() if isinstance(until, date) else None,
+        words=words.strip() or None,
+    )
+
+
+def thumbnail(runtime: Runtime, payload: dict[str, Any], pid: str) -> None:
+    """A catalog image's thumbnail, or a caption saying it is unavailable."""
+    try:
+        st.image(runtime.images.get(str(payload["thumbnail_key"])), width="stretch")
+    except (StoreError, KeyError):
+        log.warning("thumbnail missing for %s", pid, exc_info=True)
+        st.caption("(thumbnail unavailable)")
+
+
+def timeline_table(places: list[dict[str, Any]]) -> None:
+    """Every place a picture was published, earliest first, with clickable links."""
+    st.dataframe(
+        [
+            {
+                "published": place.get("published_at") or "",
+                "first seen": place.get("first_seen") or "",
+                "title": place.get("title") or "",
+                "source": place.get("source") or "",
+                "link": place.get("source_uri") or "",
+            }
+            for place in places
+        ],
+        hide_index=True,
+        column_config={"link": st.column_config.LinkColumn("link")},
+    )
+
+
+def go_to(url_path: str) -> None:
+    """Show another page (registered in PAGES by app/ui.py)."""
+    st.switch_page(PAGES[url_path])
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
+
+
+def md(text: object) -> str:
+    """Text from a feed or file, shown literally: Markdown and HTML characters escaped."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def url(link: str) -> str:
+    """A link target that cannot break out of Markdown's (...)."""
+    return quote(link, safe=":/?#@!$&'*+,;=%~-._")
+
+
+def title_of(payload: dict[str, Any]) -> str:
+    """An image's title, else the last part of its link, else the start of its hash."""
+    if payload.get("title"):
+        return str(payload["title"])
+    uri = str(payload.get("source_uri") or "")
+    return uri.rstrip("/").rsplit("/", 1)[-1] or str(payload.get("sha256", "?"))[:12]

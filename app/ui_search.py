@@ -1,0 +1,364 @@
+"""The Search page: example images (and "not like this" ones), an image URL, text, filters.
+
+The verdict panel appears when the query is exactly one image; the result grid folds copies of
+one picture under one card, each with a "More like this" button, and pages with "Load more".
+Answers are kept in the session keyed by the query, so a rerun (a click) recomputes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import streamlit as st
+from PIL import Image
+
+from app.runtime import Runtime
+from app.ui_common import (
+    COLUMNS,
+    INPUT_ERRORS,
+    UPLOAD_TYPES,
+    filter_controls,
+    log,
+    md,
+    sentence,
+    show_error,
+    timeline_table,
+    title_of,
+    url,
+)
+from embed.decode import DecodeError, decode_image, decode_preview
+from embed.descriptors import TextSearchUnavailable
+from search.scores import score_scale
+from search.service import STRATEGIES, Card, Filters, Match, Query, SearchResult
+from store.images import StoreError
+from store.index import VECTOR_NAME
+
+KEEP_ANSWERS = 4  # queries whose answers a session keeps (the current one and a way back)
+STRATEGY_NAMES = {"average_vector": "average vector", "best_score": "best score"}
+
+
+@dataclass
+class Answer:
+    """The pages of results of one query (offset 0), and the query image for the verdict."""
+
+    query: Query
+    pages: list[SearchResult]
+    preview: Image.Image | None = None
+    wanted: int = 1  # pages the visitor asked for ("Load more" adds one)
+
+    @property
+    def has_more(self) -> bool:
+        """A full last page: there may be more results."""
+        return len(self.pages[-1].matches) >= self.query.top_k
+
+
+def page(runtime: Runtime, count: int) -> None:
+    """Render the Search page."""
+    top_k, threshold, filters = sidebar(runtime, count)
+    if count == 0:
+        st.info(
+            "The catalog is empty. Add images on the Add page, with `imgsearch ingest PATH` (a "
+            "folder, an `s3://bucket/prefix` or a feed URL), or run `make run` to build the demo "
+            "catalog."
+        )
+    try:
+        query = build_query(runtime, top_k, threshold, filters)
+        if query is None:
+            return
+        answer = answer_for(runtime, query)
+    except INPUT_ERRORS as exc:
+        show_error(exc)
+        return
+    more_pages(runtime, answer)
+    results(runtime, answer, count)
+
+
+def sidebar(runtime: Runtime, count: int) -> tuple[int, float | None, Filters]:
+    """Number of results, the score threshold (in the metric's own terms) and the filters."""
+    settings = runtime.settings
+    with st.sidebar:
+        st.header("Search")
+        top_k = st.slider("Results", 1, 60, min(settings.search.top_k, 60), key="top_k")
+        spec = runtime.index.specs[VECTOR_NAME]
+        scale = score_scale(spec.distance, spec.size)
+        use_threshold = st.checkbox(scale.toggle, key="use_threshold")
+        threshold = (
+            st.slider(
+                scale.label,
+                scale.low,
+                scale.high,
+                scale.default,
+                scale.step,
+                key=f"threshold_{spec.distance}",
+                help=f"Scores are {spec.distance} "
+                + (
+                    "similarities: higher is closer."
+                    if scale.higher_is_better
+                    else "distances: lower is closer."
+                ),
+            )
+            if use_threshold
+            else None
+        )
+        st.subheader("Filters")
+        filters = filter_controls(runtime, count, "search_")
+    return top_k, threshold, filters
+
+
+def build_query(
+    runtime: Runtime, top_k: int, threshold: float | None, filters: Filters
+) -> Query | None:
+    """The query the page's controls describe (None: nothing asked yet)."""
+    left, right = st.columns(2)
+    uploads = left.file_uploader(
+        "Images like this (one or several)",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key="upload",
+        on_change=leave_more_like,
+    )
+    negatives = right.file_uploader(
+        "Not like this (optional)",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key="negative",
+        on_change=leave_more_like,
+        help="Results are pushed away from these examples (Qdrant's recommend query).",
+    )
+    link = st.text_input(
+        "Or an image URL", key="url", on_change=leave_more_like, placeholder="https://…"
+    ).strip()
+    text = ""
+    if runtime.descriptors.has_text:
+        text = st.text_input(
+            "Or describe the picture", key="text", on_change=leave_more_like
+        ).strip()
+    else:
+        st.caption(sentence(text_search_off(runtime)))
+    examples = len(uploads or ()) + len(negatives or ()) + bool(link)
+    strategy = "average_vector"
+    if examples > 1:
+        strategy = st.radio(
+            "Combine the examples by",
+            STRATEGIES,
+            format_func=STRATEGY_NAMES.__getitem__,
+            horizontal=True,
+            key="strategy",
+            help="Average vector: one query at the mean of the examples (fast). Best score: "
+            "each candidate is scored against every example (slower, follows each example).",
+        )
+    more = st.session_state.get("more_like")
+    if more:
+        return Query(ids=(more["id"],), filters=filters, top_k=top_k, threshold=threshold)
+    images = tuple(f.getvalue() for f in uploads or ())
+    if link:
+        images = (*images, fetched(runtime, link))
+    if not images and not text and not negatives:
+        return None
+    return Query(
+        images=images,
+        negative_images=tuple(f.getvalue() for f in negatives or ()),
+        text=text or None,
+        filters=filters,
+        top_k=top_k,
+        threshold=threshold,
+        strategy=strategy,  # type: ignore[arg-type]
+    )
+
+
+def text_search_off(runtime: Runtime) -> str:
+    """Why there is no text box, and how to turn text search on."""
+    try:
+        runtime.descriptors.encode_text("a picture")
+    except TextSearchUnavailable as exc:
+        return str(exc)
+    return "Text search is unavailable."
+
+
+def fetched(runtime: Runtime, link: str) -> bytes:
+    """An example image's bytes from its URL, downloaded once per session (FetchFailed)."""
+    held = st.session_state.get("fetched")
+    if held is None or held[0] != link:
+        held = (link, runtime.search.fetch_image(link))  # the guarded downloader
+        st.session_state["fetched"] = held
+    return held[1]
+
+
+def answer_for(runtime: Runtime, query: Query) -> Answer:
+    """The query's answer, from this session's cache or searched now."""
+    answers: dict[Query, Answer] = st.session_state.setdefault("answers", {})
+    answer = answers.get(query)
+    if answer is None:
+        result = runtime.search.search(query)
+        preview = None
+        if result.has_verdict and query.images:
+            preview = decode_preview(query.images[0], 640)
+        while len(answers) >= KEEP_ANSWERS:
+            answers.pop(next(iter(answers)))
+        answer = answers[query] = Answer(query, [result], preview)
+    return answer
+
+
+def more_pages(runtime: Runtime, answer: Answer) -> None:
+    """Fetch the pages "Load more" asked for."""
+    while len(answer.pages) < answer.wanted and answer.has_more:
+        offset = len(answer.pages) * answer.query.top_k
+        try:
+            answer.pages.append(runtime.search.search(replace(answer.query, offset=offset)))
+        except INPUT_ERRORS as exc:
+            answer.wanted = len(answer.pages)
+            show_error(exc)
+
+
+def load_more(answer: Answer) -> None:
+    """The "Load more" button: one more page."""
+    answer.wanted = len(answer.pages) + 1
+
+
+def more_like(pid: str, title: str) -> None:
+    """The "More like this" button: the next query is this image's stored vector."""
+    st.session_state["more_like"] = {"id": pid, "title": title}
+
+
+def leave_more_like() -> None:
+    """Back to the visitor's own examples."""
+    st.session_state.pop("more_like", None)
+
+
+def results(runtime: Runtime, answer: Answer, count: int) -> None:
+    """The More-like-this banner, the verdict (one image), the grid and "Load more"."""
+    first = answer.pages[0]
+    more = st.session_state.get("more_like")
+    if more:
+        st.info(
+            f"**More like this:** images like “{md(more['title'])}”, ranked by its stored vector."
+        )
+        st.button("Back to your search", key="back", on_click=leave_more_like)
+    if first.has_verdict and answer.preview is not None:
+        verdict(runtime, answer.preview, first)
+    st.subheader("Most similar images")
+    cards = [card for result in answer.pages for card in result.cards]
+    if not cards:
+        st.write("No similar images found." if count else "Nothing to compare with yet.")
+    grid(runtime, cards, first.higher_is_better)
+    if answer.has_more:
+        st.button("Load more", key="load_more", on_click=load_more, args=(answer,))
+
+
+def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> None:
+    """The verdict panel: published before or not, the evidence, side by side, the timeline."""
+    found = result.verdict
+    original = found.original
+    first = found.first_published
+    caption = f"Your image ({result.query_width} x {result.query_height})"
+    if original is None:
+        st.info("Not in the catalog: no copy of this picture has been seen before.")
+        st.image(preview, caption=caption, width=320)
+    else:
+        if first:
+            when = first.get("published_at") or f"first seen {first.get('first_seen') or '?'}"
+            source = first.get("source") or title_of(first)
+            st.success(f"**Published before:** first on {md(when)} by {md(source)}")
+            link = str(first.get("source_uri") or "")
+            if link.startswith(("http://", "https://")):
+                st.markdown(f"First publication: [{md(title_of(first))}]({url(link)})")
+            elif link:
+                st.markdown(f"First publication: {md(link)}")
+        kind = "Same file" if found.kind == "exact" else "Edited copy"
+        st.markdown(f"**{kind}** · evidence: {original.evidence.text}")
+        left, right = st.columns(2)
+        with left:
+            st.image(preview, caption=caption)
+        with right:
+            try:
+                st.image(
+                    runtime.search.preview(original.payload),
+                    caption=f"In the catalog: {title_of(original.payload)}",
+                )
+            except (StoreError, DecodeError):
+                log.warning("original of %s unavailable", original.id, exc_info=True)
+                st.caption("(the catalog's copy is unavailable)")
+        if len(found.members) > 1:
+            st.caption(f"{len(found.members)} images in the catalog are this picture.")
+        st.markdown("**Timeline** (every place it was published, earliest first)")
+        timeline_table(found.timeline)
+    skipped = {k: v for k, v in found.layers.items() if not v.startswith("ran")}
+    if skipped:
+        st.caption(" · ".join(f"{layer}: {why}" for layer, why in skipped.items()))
+
+
+def grid(runtime: Runtime, cards: list[Card], higher_is_better: bool) -> None:
+    """One card per picture (copies folded under it): thumbnail, score, title, date, links."""
+    shown: list[Card] = []
+    seen: set[str] = set()
+    for folded in cards:  # pages never overlap, but one id must never give two buttons
+        if folded.lead.id not in seen:
+            seen.add(folded.lead.id)
+            shown.append(folded)
+    for row_start in range(0, len(shown), COLUMNS):
+        columns = st.columns(COLUMNS)
+        for column, (rank, folded) in zip(
+            columns,
+            enumerate(shown[row_start : row_start + COLUMNS], row_start + 1),
+            strict=False,
+        ):
+            with column:
+                card(runtime, rank, folded.lead, higher_is_better)
+                if folded.copies:
+                    with st.expander(f"{len(folded.copies)} more cop(ies) of this picture"):
+                        for match in folded.copies:
+                            p = match.payload
+                            when = p.get("published_at") or p.get("ingested_at") or ""
+                            st.caption(f"{md(title_of(p))} · {md(when)} · score {match.score:.4f}")
+
+
+def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> None:
+    """One result."""
+    p = match.payload
+    try:
+        st.image(runtime.search.thumbnail(match), width="stretch")
+    except (StoreError, KeyError):
+        log.warning("thumbnail missing for %s", match.id, exc_info=True)
+        st.caption("(thumbnail unavailable)")
+    label = "score" if higher_is_better else "distance"
+    exact = " · same file" if match.exact else " · edited copy" if match.copy else ""
+    st.markdown(f"**{rank}. {md(title_of(p))}**  \n{label} {match.score:.4f}{exact}")
+    when = p.get("published_at") or p.get("ingested_at")
+    if when:
+        st.caption(f"{md(str(when))} · {md(str(p.get('source', '')))}")
+    if p.get("also_seen"):
+        st.caption(f"also seen in {len(p['also_seen'])} other place(s)")
+    uri = str(p.get("source_uri", ""))
+    if uri.startswith(("http://", "https://")):
+        st.markdown(f"[Source]({url(uri)})")
+    link = runtime.search.original_link(match) if p.get("image_key") else None
+    if link:
+        st.markdown(f"[Original]({url(link)})")
+    with st.container(horizontal=True):
+        st.button(
+            "More like this",
+            key=f"more-{match.id}",
+            on_click=more_like,
+            args=(match.id, title_of(p)),
+            help="Search again from this image's stored vector.",
+        )
+        view = not link and st.button("View original", key=f"orig-{match.id}")
+    if view:
+        show_original(runtime, match)
+
+
+@st.dialog("Original image", width="large")
+def show_original(runtime: Runtime, match: Match) -> None:
+    """The full-size original with a download button."""
+    try:
+        data = runtime.search.original(match)
+    except StoreError as exc:
+        st.error(str(exc))
+        return
+    p = match.payload
+    try:
+        st.image(decode_image(data).image, caption=title_of(p))
+    except DecodeError as exc:
+        st.error(f"The original could not be shown: {exc.reason}.")
+    name = str(p.get("image_key", "image")).rsplit("/", 1)[-1]
+    st.download_button("Download", data, file_name=name, mime=str(p.get("content_type", "")))
