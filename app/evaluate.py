@@ -1,9 +1,15 @@
-"""`imgsearch eval copies DIR`: a copy-detection benchmark built from any folder of photos.
+"""Search-quality evaluations on the user's own photos, each in a throw-away catalog.
 
-The photos are split (by a hash of their bytes, so the split is stable) into a catalog half and a
-held-out half. The catalog half is ingested into a throw-away catalog through the real pipeline
-with the current settings. Every photo then gets the fixed set of edits of search/edits.py and
-each edited copy is checked at the shipped defaults:
+- `eval labels DIR`: ranking quality of similar-image search on a labelled folder (one subfolder
+  per class), metrics of search/metrics.py;
+- `eval text FILE`: the same metrics for text queries (CLIP);
+- `eval copies DIR`: the copy-detection benchmark below;
+- `eval verify DIR`: the geometric verifier alone, pairwise.
+
+`eval copies DIR`: the photos are split (by a hash of their bytes, so the split is stable) into a
+catalog half and a held-out half. The catalog half is ingested into a throw-away catalog through
+the real pipeline with the current settings. Every photo then gets the fixed set of edits of
+search/edits.py and each edited copy is checked at the shipped defaults:
 - an edit of a catalog photo must be found (recall), and only its own original;
 - an edit of a held-out photo must get "none" (any "copy" or "exact" is a false positive).
 Recall and false positives are printed for the whole verdict and for each layer alone.
@@ -15,22 +21,40 @@ import argparse
 import hashlib
 import itertools
 import json
+import logging
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from config import Settings
+from embed.clip import OFF as TEXT_OFF
 from embed.decode import EXTENSIONS, DecodeError, decode_image
+from embed.descriptors import CLIP, IMAGE, TextSearchUnavailable
 from ingest.sources.folder import FolderSource
 from search.edits import EDITS, GROUPS
+from search.metrics import Judged, summarise
 from store.keys import point_id
 
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
 LAYERS = ("sha256", "pdq", "sscd", "geometry")
+RANKED_BY = (IMAGE, CLIP)  # the vectors `eval labels --descriptor` can rank with
+QUERY_BATCH = 64
+
+
+class BadEvalInput(ValueError):
+    """The folder or query file cannot be evaluated; the message says why in one sentence."""
 
 
 @dataclass
@@ -78,8 +102,6 @@ def evaluate_copies(
     seeds: int = 1,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (see module docstring)."""
-    from app.runtime import Runtime
-
     names = edits or list(EDITS)
     paths = photos_in(folder)
     if len(paths) < 2:
@@ -91,16 +113,7 @@ def evaluate_copies(
         staged.mkdir()
         for i, path in enumerate(catalog):
             (staged / f"{i:05d}{path.suffix.lower()}").write_bytes(path.read_bytes())
-        scratch = settings.model_copy(
-            update={
-                "data_dir": root / "data",
-                "qdrant": settings.qdrant.model_copy(update={"url": ""}),
-                "storage": settings.storage.model_copy(update={"url": ""}),
-                "sources": [],
-            }
-        )
-        runtime = Runtime(scratch)
-        try:
+        with scratch_runtime(settings, root / "data") as runtime:
             report = runtime.pipeline.run([FolderSource("eval", staged)])
             ids = {
                 path: point_id(hashlib.sha256(path.read_bytes()).hexdigest()) for path in catalog
@@ -137,8 +150,6 @@ def evaluate_copies(
                         for layer, hits in per_layer.items():
                             tally.layers[layer] += bool(hits)
             layers = {k: v for k, v in verdict.layers.items()}
-        finally:
-            runtime.close()
     timings.sort()
     return {
         "photos": len(paths),
@@ -153,6 +164,316 @@ def evaluate_copies(
             "p95": round(timings[int(0.95 * (len(timings) - 1))], 1) if timings else None,
         },
     }
+
+
+@contextmanager
+def scratch_runtime(settings: Settings, data_dir: Path | None = None) -> Iterator[Runtime]:
+    """A runtime with these settings on a throw-away catalog: embedded index, local images.
+
+    The catalog lives in data_dir, or in a temporary folder removed at the end.
+    """
+    from app.runtime import Runtime
+
+    if data_dir is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as tmp,
+            scratch_runtime(settings, Path(tmp) / "data") as runtime,
+        ):
+            yield runtime
+        return
+    scratch = settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "qdrant": settings.qdrant.model_copy(update={"url": ""}),
+            "storage": settings.storage.model_copy(update={"url": ""}),
+            "sources": [],
+        }
+    )
+    runtime = Runtime(scratch)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+# --- ranking quality: eval labels and eval text ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Images of a folder by class: each subfolder is a class; loose images are distractors."""
+
+    root: Path
+    paths: list[str]  # every image, relative to root, posix
+    classes: dict[str, list[str]]  # class (subfolder name) -> its images
+
+    @staticmethod
+    def class_of(path: str) -> str | None:
+        """The class of an image (its first folder), None for a loose distractor."""
+        parts = path.split("/")
+        return parts[0] if len(parts) > 1 else None
+
+
+def read_labelled(folder: Path) -> LabelledSet:
+    """The labelled images under folder (any depth below the class subfolder)."""
+    if not folder.is_dir():
+        raise BadEvalInput(f"{folder} is not a folder")
+    paths = [p.relative_to(folder).as_posix() for p in photos_in(folder)]
+    paths = [p for p in paths if not any(part.startswith(".") for part in p.split("/"))]
+    classes: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        label = LabelledSet.class_of(path)
+        if label is not None:
+            classes[label].append(path)
+    return LabelledSet(folder, paths, dict(classes))
+
+
+@dataclass
+class Catalog:
+    """The throw-away catalog of a labelled set: which image is which point."""
+
+    ids: dict[str, str]  # relative path -> point id (for images that made it into the catalog)
+    paths_of: dict[str, list[str]]  # point id -> its paths (identical files share one point)
+    failed: list[str]  # images that could not be ingested
+
+
+def ingest_labelled(runtime: Runtime, labelled: LabelledSet) -> Catalog:
+    """Ingest the folder through the real pipeline and map its images to points."""
+    runtime.pipeline.run([FolderSource("eval", labelled.root)])
+    wanted = {
+        path: point_id(hashlib.sha256((labelled.root / path).read_bytes()).hexdigest())
+        for path in labelled.paths
+    }
+    present = runtime.index.existing(sorted(set(wanted.values())))
+    ids = {path: pid for path, pid in wanted.items() if pid in present}
+    paths_of: dict[str, list[str]] = defaultdict(list)
+    for path, pid in ids.items():
+        paths_of[pid].append(path)
+    failed = [path for path in labelled.paths if path not in ids]
+    return Catalog(ids, dict(paths_of), failed)
+
+
+def ranked_paths(
+    runtime: Runtime,
+    catalog: Catalog,
+    vectors: Sequence[np.ndarray],
+    *,
+    using: str,
+    k: int,
+    exclude: Sequence[str | None],
+) -> list[list[str]]:
+    """For each query vector, the top k image paths (never the query's own path)."""
+    out: list[list[str]] = []
+    for start in range(0, len(vectors), QUERY_BATCH):
+        chunk = vectors[start : start + QUERY_BATCH]
+        # One more point than k: the query's own point comes back too and is dropped.
+        answers = runtime.index.query_many(chunk, using=using, top_k=k + 1)
+        for hits, own in zip(answers, exclude[start : start + QUERY_BATCH], strict=True):
+            paths = [p for hit in hits for p in catalog.paths_of.get(hit.id, []) if p != own]
+            out.append(paths[:k])
+    return out
+
+
+def evaluate_labels(
+    settings: Settings, folder: Path, *, k: int = 10, descriptor: str = IMAGE
+) -> dict[str, Any]:
+    """Each labelled image searches all the others; relevant = the same class (see README)."""
+    if descriptor not in RANKED_BY:
+        raise BadEvalInput(f"the descriptor must be one of {', '.join(RANKED_BY)}")
+    if descriptor == CLIP and not settings.text.enabled:
+        raise TextSearchUnavailable(TEXT_OFF)
+    labelled = read_labelled(folder)
+    if not any(len(paths) >= 2 for paths in labelled.classes.values()):
+        raise BadEvalInput(
+            f"{folder} has no class subfolder with 2 or more images: put the images of each class "
+            "in a subfolder of their own"
+        )
+    with scratch_runtime(settings) as runtime:
+        label = _ranking_model(runtime, descriptor)
+        catalog = ingest_labelled(runtime, labelled)
+        queries = [p for p in labelled.paths if p in catalog.ids and labelled.class_of(p)]
+        points = runtime.index.get(
+            sorted({catalog.ids[p] for p in queries}), with_vectors=[descriptor]
+        )
+        stored = {hit.id: hit.vectors[descriptor] for hit in points if descriptor in hit.vectors}
+        queries = [p for p in queries if catalog.ids[p] in stored]
+        rankings = ranked_paths(
+            runtime,
+            catalog,
+            [stored[catalog.ids[p]] for p in queries],
+            using=descriptor,
+            k=k,
+            exclude=queries,
+        )
+    judged = []
+    for query, ranked in zip(queries, rankings, strict=True):
+        label_of_query = labelled.class_of(query)
+        others = [p for p in labelled.classes[str(label_of_query)] if p != query]
+        total = sum(p in catalog.ids for p in others)
+        judged.append(Judged([labelled.class_of(p) == label_of_query for p in ranked], total))
+    return {
+        "k": k,
+        "descriptor": descriptor,
+        "model": label,
+        "classes": len(labelled.classes),
+        "images": len(catalog.ids),
+        "failed": catalog.failed,
+        "without_relevant": sum(j.total == 0 for j in judged),
+        "metrics": summarise(judged, k),
+        "queries": [
+            {"query": q, "ranked": ranked} for q, ranked in zip(queries, rankings, strict=True)
+        ],
+    }
+
+
+def read_text_queries(file: Path, labelled: LabelledSet) -> dict[str, set[str]]:
+    """`query<TAB>relevant path or category` lines: each text and its relevant images.
+
+    A path is relative to the labelled folder; a category is a class subfolder (all its images).
+    Several lines may give one query more relevant images; blank lines and `#` lines are skipped.
+    """
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadEvalInput(f"cannot read {file} as UTF-8 text ({exc})") from exc
+    known = set(labelled.paths)
+    queries: dict[str, set[str]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise BadEvalInput(
+                f"line {number} of {file} is not `query<TAB>relevant path or category`"
+            )
+        text, target = parts[0].strip(), parts[1].strip().strip("/")
+        if target in labelled.classes:
+            relevant = set(labelled.classes[target])
+        elif target in known:
+            relevant = {target}
+        else:
+            raise BadEvalInput(
+                f"line {number} of {file}: {target} is neither an image nor a class subfolder "
+                f"of {labelled.root}"
+            )
+        queries.setdefault(text, set()).update(relevant)
+    if not queries:
+        raise BadEvalInput(f"{file} has no `query<TAB>relevant path or category` line")
+    return queries
+
+
+def evaluate_text(
+    settings: Settings, file: Path, *, folder: Path | None = None, k: int = 10
+) -> dict[str, Any]:
+    """Text queries against the CLIP vectors of a labelled folder (default: the file's folder)."""
+    if not settings.text.enabled:
+        raise TextSearchUnavailable(TEXT_OFF)
+    labelled = read_labelled(folder if folder is not None else file.parent)
+    queries = read_text_queries(file, labelled)
+    with scratch_runtime(settings) as runtime:
+        label = _ranking_model(runtime, CLIP)
+        catalog = ingest_labelled(runtime, labelled)
+        texts = list(queries)
+        vectors = [runtime.descriptors.encode_text(text) for text in texts]
+        rankings = ranked_paths(
+            runtime, catalog, vectors, using=CLIP, k=k, exclude=[None] * len(texts)
+        )
+    judged = [
+        Judged(
+            [p in queries[text] for p in ranked],
+            sum(p in catalog.ids for p in queries[text]),
+        )
+        for text, ranked in zip(texts, rankings, strict=True)
+    ]
+    return {
+        "k": k,
+        "descriptor": CLIP,
+        "model": label,
+        "images": len(catalog.ids),
+        "failed": catalog.failed,
+        "without_relevant": sum(j.total == 0 for j in judged),
+        "metrics": summarise(judged, k),
+        "queries": [
+            {"query": text, "ranked": ranked} for text, ranked in zip(texts, rankings, strict=True)
+        ],
+    }
+
+
+def _ranking_model(runtime: Runtime, descriptor: str) -> str:
+    """The model behind the ranking vector; text search off is one sentence before any work."""
+    descriptors = runtime.descriptors
+    if descriptor not in descriptors:
+        raise TextSearchUnavailable(TEXT_OFF)
+    if descriptor == IMAGE and runtime.encoder.is_random:
+        log.warning("the image encoder has random weights: these figures are meaningless")
+    return descriptors[descriptor].label
+
+
+def print_ranking(figures: dict[str, Any], what: str) -> None:
+    """The figures of eval labels / eval text for people."""
+    failed = figures["failed"]
+    print(
+        f"{what}: {len(figures['queries'])} queries, {figures['images']} images in the catalog"
+        + (f" ({len(failed)} could not be read)" if failed else "")
+        + f", ranked by {figures['descriptor']} ({figures['model']})"
+    )
+    if figures["without_relevant"]:
+        print(f"{figures['without_relevant']} queries have no relevant image and are left out")
+    print(
+        "  ".join(
+            f"{name.upper().replace('MAP', 'mAP').replace('NDCG', 'nDCG')} "
+            + ("-" if value is None else f"{value:.3f}")
+            for name, value in figures["metrics"].items()
+        )
+    )
+
+
+def cmd_eval_labels(args: argparse.Namespace, settings: Settings) -> int:
+    """Ranking quality of similar-image search on a labelled folder."""
+    try:
+        figures = evaluate_labels(
+            settings, Path(args.directory), k=args.k, descriptor=args.descriptor
+        )
+    except BadEvalInput as exc:
+        print(f"{exc}.", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print_ranking(figures, f"eval labels {args.directory}")
+    return 0
+
+
+def cmd_eval_text(args: argparse.Namespace, settings: Settings) -> int:
+    """Ranking quality of text search on a labelled folder."""
+    try:
+        figures = evaluate_text(
+            settings,
+            Path(args.file),
+            folder=Path(args.dir) if args.dir else None,
+            k=args.k,
+        )
+    except BadEvalInput as exc:
+        print(f"{exc}.", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # an empty query text
+        print(f"{str(exc).capitalize()}.", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print_ranking(figures, f"eval text {args.file}")
+    return 0
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number of at least 1")
+    return number
 
 
 def print_table(figures: dict[str, Any]) -> None:
@@ -281,6 +602,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `eval` command group."""
     group = sub.add_parser("eval", help="measure search quality on your own photos")
     kinds = group.add_subparsers(dest="eval_kind", required=True)
+    p = kinds.add_parser(
+        "labels", help="ranking quality of similar-image search on a folder of class subfolders"
+    )
+    p.add_argument("directory", help="one subfolder per class; loose images are distractors")
+    p.add_argument("--k", type=_positive, default=10, help="cut-off of the metrics (default 10)")
+    p.add_argument("--descriptor", choices=RANKED_BY, default=IMAGE, help="the ranking vector")
+    p.add_argument("--json", action="store_true", help="figures and rankings as one JSON line")
+    p.set_defaults(handler=cmd_eval_labels)
+    p = kinds.add_parser("text", help="ranking quality of text search (CLIP) on a labelled folder")
+    p.add_argument("file", help="lines of `query<TAB>relevant path or category`")
+    p.add_argument("--dir", default="", help="the labelled folder (default: the file's folder)")
+    p.add_argument("--k", type=_positive, default=10, help="cut-off of the metrics (default 10)")
+    p.add_argument("--json", action="store_true", help="figures and rankings as one JSON line")
+    p.set_defaults(handler=cmd_eval_text)
     p = kinds.add_parser("copies", help="copy-detection benchmark from a folder of photos")
     p.add_argument("directory")
     p.add_argument("--holdout", type=float, default=0.5, help="share of photos kept out")

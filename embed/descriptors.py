@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -23,20 +23,38 @@ from embed.encoder import Encoder
 from embed.sscd import SscdEncoder
 from store.index import VectorSpec
 
+if TYPE_CHECKING:
+    from embed.clip import ClipEncoder
+
 IMAGE = "image"  # ResNet50 ImageNet: "similar images"
 PDQ = "pdq"  # Meta's perceptual hash as 256 floats of +1/-1: dot product = 256 - 2 x Hamming
 SSCD = "sscd"  # learned copy-detection descriptor (optional weights)
 LAYOUT = "layout"  # weight-free colour and structure: proposes copy candidates to verify
+CLIP = "clip"  # CLIP image vector: text queries (CLIP's text vector) search it
+
+
+class TextSearchUnavailable(RuntimeError):
+    """No text model is enabled or loadable; the message names what is missing and how to fix it."""
 
 
 def specs(settings: Settings) -> list[VectorSpec]:
-    """Every named vector a collection declares, whether or not its model is loaded here."""
-    return [
+    """Every named vector a collection declares, whether or not its model is loaded here.
+
+    The clip vector's size is the configured model's, so it is declared only while text search
+    is on; a catalog keeps the clip vectors it has while text search is off.
+    """
+    from embed.clip import declared_dim
+
+    declared = [
         VectorSpec(IMAGE, 2048, settings.qdrant.distance),
         VectorSpec(PDQ, pdq.BITS, "dot"),
         VectorSpec(SSCD, 512, "cosine"),
         VectorSpec(LAYOUT, layout.DIM, "cosine"),
     ]
+    clip_dim = declared_dim(settings.text)
+    if clip_dim is not None:
+        declared.append(VectorSpec(CLIP, clip_dim, "cosine"))
+    return declared
 
 
 @dataclass(frozen=True)
@@ -78,9 +96,15 @@ def _stack(values: Sequence[Any]) -> np.ndarray:
 class Descriptors:
     """The descriptors this process computes, in registry order, by name."""
 
-    def __init__(self, items: Sequence[Descriptor], declared: Sequence[VectorSpec]) -> None:
+    def __init__(
+        self,
+        items: Sequence[Descriptor],
+        declared: Sequence[VectorSpec],
+        text: Callable[[str], np.ndarray] | None = None,
+    ) -> None:
         self._items = {d.name: d for d in items}
         self.declared = list(declared)
+        self._text = text
 
     def __iter__(self) -> Iterator[Descriptor]:
         return iter(self._items.values())
@@ -90,6 +114,24 @@ class Descriptors:
 
     def __getitem__(self, name: str) -> Descriptor:
         return self._items[name]
+
+    @property
+    def has_text(self) -> bool:
+        """Whether text queries can be encoded here (a CLIP model is loaded)."""
+        return self._text is not None
+
+    def encode_text(self, text: str) -> np.ndarray:
+        """A text query as a unit vector of the "clip" named vector.
+
+        Raises TextSearchUnavailable when no text model is enabled, ValueError on an empty text.
+        """
+        if self._text is None:
+            from embed.clip import OFF
+
+            raise TextSearchUnavailable(OFF)
+        if not text.strip():
+            raise ValueError("the text query is empty")
+        return self._text(text.strip())
 
     @property
     def labels(self) -> dict[str, str]:
@@ -121,9 +163,12 @@ class Descriptors:
 
 
 def build_descriptors(
-    settings: Settings, encoder: Encoder, sscd: SscdEncoder | None = None
+    settings: Settings,
+    encoder: Encoder,
+    sscd: SscdEncoder | None = None,
+    clip: ClipEncoder | None = None,
 ) -> Descriptors:
-    """The registry for these settings and models (SSCD only when its weights were found)."""
+    """The registry for these settings and models (SSCD and CLIP only when loaded)."""
     v = settings.verdict
     tolerance = v.trim_tolerance
 
@@ -151,4 +196,6 @@ def build_descriptors(
     ]
     if sscd is not None:
         items.append(Descriptor(SSCD, sscd.label, sscd.preprocess, sscd.embed_tensors))
-    return Descriptors(items, specs(settings))
+    if clip is not None:
+        items.append(Descriptor(CLIP, clip.label, clip.preprocess, clip.embed_tensors))
+    return Descriptors(items, specs(settings), text=clip.embed_text if clip else None)
