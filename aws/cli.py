@@ -27,6 +27,7 @@ from .docker import DockerCli
 from .ecr import build_and_push, ensure_repository, find_context
 from .errors import AwsError
 from .instances import probe_health
+from .names import IMAGES_PREFIX
 from .plan import Plan
 from .status import status
 
@@ -44,8 +45,8 @@ def _with_tag(settings: Settings, args: argparse.Namespace) -> Settings:
 def _bucket(args: argparse.Namespace, settings: Settings) -> int:
     ctx = make_context(settings)
     plan = Plan("imgsearch aws bucket", dry_run=args.dry_run)
-    name = ensure_bucket(ctx, settings.aws.bucket_versioning, plan)
-    plan.note(f"images go to s3://{name}/images")
+    name = ensure_bucket(ctx, settings.aws.bucket_versioning, plan, settings.aws.noncurrent_days)
+    plan.note(f"images go to s3://{name}/{IMAGES_PREFIX}")
     return 0
 
 
@@ -89,19 +90,35 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _destroy(args: argparse.Namespace, settings: Settings) -> int:
     ctx = make_context(settings)
+    snapshot = bool(args.snapshot)
     if not args.yes and not args.dry_run:
-        extra = " and the bucket with its images" if args.delete_bucket else ""
+        extra = "".join(
+            [
+                ", the data volume (index and state)" if args.delete_data else "",
+                " and the bucket with its images" if args.delete_bucket else "",
+            ]
+        )
         question = (
             f"Delete imgsearch deployment {ctx.names.deployment!r} in {ctx.region} "
-            f"(instance, data volume, security group, IAM role{extra})? [y/N] "
+            f"(instance, security group, IAM role{extra})? [y/N] "
         )
         if not sys.stdin.isatty():
             raise AwsError("destroy needs confirmation: run it in a terminal or pass --yes.")
         if input(question).strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
+        if args.delete_data and not snapshot:
+            offer = "Snapshot the data volume first, so it can be restored? [y/N] "
+            snapshot = input(offer).strip().lower() in ("y", "yes")
     plan = Plan("imgsearch aws destroy", dry_run=args.dry_run)
-    destroy(ctx, plan, args.delete_bucket, args.delete_repository)
+    destroy(
+        ctx,
+        plan,
+        args.delete_bucket,
+        args.delete_repository,
+        delete_data=args.delete_data,
+        snapshot=snapshot,
+    )
     return 0
 
 
@@ -192,6 +209,14 @@ def register(subparsers: Any) -> None:
 
     de = command("destroy", "remove what deploy made (found by tag)", _destroy)
     de.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    de.add_argument(
+        "--delete-data",
+        action="store_true",
+        help="also delete the data volume (Qdrant index, run state); kept by default",
+    )
+    de.add_argument(
+        "--snapshot", action="store_true", help="snapshot the data volume before anything else"
+    )
     de.add_argument(
         "--delete-bucket", action="store_true", help="also delete the bucket and its images"
     )

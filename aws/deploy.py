@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import shlex
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from .clients import AwsContext
 from .ecr import image_exists
 from .errors import AwsError
 from .iam import ensure_role
-from .instances import app_url, find_instances, probe_health, tag_value
+from .instances import app_url, find_instances, find_kept_volumes, probe_health, tag_value
 from .names import IMAGE_TAG_TAG
 from .network import CLOSED_CIDR, check_cidr, default_vpc, ensure_security_group, pick_subnet
 from .plan import Plan
@@ -28,6 +29,8 @@ from .userdata import DATA_DEVICE, RUN_SCRIPT, UserDataInputs, render_user_data
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 #: Root volume: Docker keeps images there, and the torch image is a few GB.
 ROOT_VOLUME_GB = 30
+#: How many terminated instances a deploy steps past when their launch token comes back.
+MAX_TOKEN_GENERATIONS = 5
 
 
 @dataclass
@@ -63,7 +66,7 @@ def deploy(ctx: AwsContext, settings: Settings, plan: Plan, waiting: Waiting) ->
     image = image_exists(ctx, aws.image_tag)
     ec2 = ctx.client("ec2")
 
-    ensure_bucket(ctx, aws.bucket_versioning, plan)
+    ensure_bucket(ctx, aws.bucket_versioning, plan, aws.noncurrent_days)
     profile_arn = ensure_role(ctx, plan)
     vpc_id = default_vpc(ec2, ctx.region)
     group_id = ensure_security_group(ctx, ec2, vpc_id, aws.app_port, cidr, plan)
@@ -88,12 +91,22 @@ def deploy(ctx: AwsContext, settings: Settings, plan: Plan, waiting: Waiting) ->
                 f"{aws.image_tag!r}"
             )
     else:
-        subnet = pick_subnet(ec2, vpc_id, aws.instance_type)
+        kept = find_kept_volumes(ctx, ec2)
+        volume = kept[0] if kept else None
+        zone = volume["AvailabilityZone"] if volume else ""
+        subnet = pick_subnet(ec2, vpc_id, aws.instance_type, zone)
         ami = latest_ami(ctx)
-        what = f"ec2 instance {aws.instance_type} ({ami}, IMDSv2 only, {aws.volume_gb} GB data)"
+        data = (
+            f"data volume {volume['VolumeId']} kept from before"
+            if volume
+            else f"{aws.volume_gb} GB data"
+        )
+        what = f"ec2 instance {aws.instance_type} ({ami}, IMDSv2 only, {data})"
         if not plan.change("create", what):
             plan.note("the app URL is known once the instance exists")
             return ""
+        if len(kept) > 1:
+            plan.note(f"warning: {len(kept)} detached data volumes; using the newest")
         assert profile_arn is not None and group_id is not None  # made above when not dry run
         inputs = UserDataInputs(
             region=ctx.region,
@@ -102,9 +115,13 @@ def deploy(ctx: AwsContext, settings: Settings, plan: Plan, waiting: Waiting) ->
             bucket=ctx.names.bucket,
             app_port=aws.app_port,
         )
-        instance = _run_instance(
-            ctx, ec2, settings, ami, subnet, group_id, profile_arn, inputs, waiting
-        )
+        launch = Launch(ami, subnet, group_id, profile_arn, volume["VolumeId"] if volume else "")
+        instance = _run_instance(ctx, ec2, settings, launch, inputs, waiting, plan)
+        if volume:
+            # A volume can only be attached to a running instance; user data waits for it.
+            ec2.get_waiter("instance_running").wait(InstanceIds=[instance["InstanceId"]])
+            plan.change("update", f"attach {volume['VolumeId']} as {DATA_DEVICE}")
+            _attach(ec2, volume["VolumeId"], instance["InstanceId"])
 
     instance_id = instance["InstanceId"]
     if not waiting.wait:
@@ -127,6 +144,18 @@ def deploy(ctx: AwsContext, settings: Settings, plan: Plan, waiting: Waiting) ->
     return url
 
 
+def _attach(ec2: Any, volume_id: str, instance_id: str) -> None:
+    """Attach the kept data volume; a racing deploy that attached it first is as good."""
+    try:
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device=DATA_DEVICE)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "VolumeInUse":
+            raise
+        [volume] = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
+        if not any(a["InstanceId"] == instance_id for a in volume.get("Attachments", [])):
+            raise
+
+
 def _describe(ec2: Any, instance_id: str) -> dict[str, Any]:
     return dict(
         ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
@@ -146,32 +175,81 @@ def _wait_healthy(url: str, instance_id: str, waiting: Waiting) -> None:
         waiting.sleep(waiting.poll_s)
 
 
+@dataclass(frozen=True)
+class Launch:
+    """Where and with what the instance starts; `kept_volume` is a data volume to reattach."""
+
+    ami: str
+    subnet: str
+    group_id: str
+    profile_arn: str
+    kept_volume: str = ""
+
+
+def client_token(ctx: AwsContext, group_id: str, superseded: str = "") -> str:
+    """The launch's idempotency token, the same for every deploy of one deployment.
+
+    Two deploys racing each other send the same token, so EC2 starts one instance and returns
+    it to both. The security group is made anew after `destroy`, so a later deployment gets a
+    fresh token; `superseded` steps past an instance terminated by hand (EC2 keeps a token for
+    at least 24 hours after its instance terminates).
+    """
+    key = f"{ctx.account_id}/{ctx.region}/{ctx.names.deployment}/{group_id}/{superseded}"
+    return f"{ctx.names.deployment}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+
+
+def _block_devices(ec2: Any, settings: Settings, launch: Launch) -> list[dict[str, Any]]:
+    root_device = ec2.describe_images(ImageIds=[launch.ami])["Images"][0]["RootDeviceName"]
+    devices: list[dict[str, Any]] = [
+        {
+            "DeviceName": root_device,
+            "Ebs": {
+                "VolumeSize": ROOT_VOLUME_GB,
+                "VolumeType": "gp3",
+                "Encrypted": True,
+                "DeleteOnTermination": True,
+            },
+        }
+    ]
+    if not launch.kept_volume:
+        devices.append(
+            {
+                "DeviceName": DATA_DEVICE,
+                "Ebs": {
+                    "VolumeSize": settings.aws.volume_gb,
+                    "VolumeType": "gp3",
+                    "Encrypted": True,
+                    # The index and state outlive the instance; destroy --delete-data removes it.
+                    "DeleteOnTermination": False,
+                },
+            }
+        )
+    return devices
+
+
 def _run_instance(
     ctx: AwsContext,
     ec2: Any,
     settings: Settings,
-    ami: str,
-    subnet: str,
-    group_id: str,
-    profile_arn: str,
+    launch: Launch,
     inputs: UserDataInputs,
     waiting: Waiting,
+    plan: Plan,
 ) -> dict[str, Any]:
-    """run_instances, retried while IAM has not yet propagated a new instance profile."""
+    """run_instances with this deployment's token, stepping past instances terminated since."""
     aws = settings.aws
-    root_device = ec2.describe_images(ImageIds=[ami])["Images"][0]["RootDeviceName"]
     tags = ctx.names.tags(**{IMAGE_TAG_TAG: aws.image_tag})
     kwargs: dict[str, Any] = {
-        "ImageId": ami,
+        "ImageId": launch.ami,
         "InstanceType": aws.instance_type,
         "MinCount": 1,
         "MaxCount": 1,
-        "IamInstanceProfile": {"Arn": profile_arn},
+        "IamInstanceProfile": {"Arn": launch.profile_arn},
         "NetworkInterfaces": [
             {
                 "DeviceIndex": 0,
-                "SubnetId": subnet,
-                "Groups": [group_id],
+                "SubnetId": launch.subnet,
+                "Groups": [launch.group_id],
                 "AssociatePublicIpAddress": True,
                 "DeleteOnTermination": True,
             }
@@ -182,36 +260,42 @@ def _run_instance(
             "HttpEndpoint": "enabled",
             "HttpPutResponseHopLimit": 2,
         },
-        "BlockDeviceMappings": [
-            {
-                "DeviceName": root_device,
-                "Ebs": {
-                    "VolumeSize": ROOT_VOLUME_GB,
-                    "VolumeType": "gp3",
-                    "Encrypted": True,
-                    "DeleteOnTermination": True,
-                },
-            },
-            {
-                "DeviceName": DATA_DEVICE,
-                "Ebs": {
-                    "VolumeSize": aws.volume_gb,
-                    "VolumeType": "gp3",
-                    "Encrypted": True,
-                    "DeleteOnTermination": True,
-                },
-            },
-        ],
+        "BlockDeviceMappings": _block_devices(ec2, settings, launch),
         "UserData": render_user_data(inputs),
         "TagSpecifications": [
             {"ResourceType": kind, "Tags": tags}
             for kind in ("instance", "volume", "network-interface")
         ],
-        # Same token on every retry: a retried call can never start a second instance.
-        "ClientToken": f"{ctx.names.deployment}-{uuid.uuid4()}",
     }
     if aws.key_name:
         kwargs["KeyName"] = aws.key_name
+    superseded = ""
+    for _ in range(MAX_TOKEN_GENERATIONS):
+        token = client_token(ctx, launch.group_id, superseded)
+        try:
+            instance = _launch(ec2, {**kwargs, "ClientToken": token}, waiting)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "IdempotentParameterMismatch":
+                raise
+            # This token started an instance with other settings: a racing deploy's, or one
+            # terminated since. Which one, only the instance itself can say.
+            earlier = _instances_with_token(ec2, token)
+            if not earlier:
+                raise
+            instance = earlier[0]
+            if instance["State"]["Name"] not in ("shutting-down", "terminated"):
+                plan.note(f"another deploy started {instance['InstanceId']} just now; using it")
+        if instance["State"]["Name"] not in ("shutting-down", "terminated"):
+            return instance
+        superseded = str(instance["InstanceId"])
+    raise AwsError(
+        f"EC2 keeps answering with terminated instances (last {superseded}); "
+        "run `imgsearch aws destroy` and deploy again."
+    )
+
+
+def _launch(ec2: Any, kwargs: dict[str, Any], waiting: Waiting) -> dict[str, Any]:
+    """run_instances, retried while IAM has not yet propagated a new instance profile."""
     for attempt in range(waiting.profile_retries + 1):
         try:
             return dict(ec2.run_instances(**kwargs)["Instances"][0])
@@ -224,6 +308,11 @@ def _run_instance(
                 raise
             waiting.sleep(5.0)
     raise AssertionError("unreachable")
+
+
+def _instances_with_token(ec2: Any, token: str) -> list[dict[str, Any]]:
+    reservations = ec2.describe_instances(Filters=[{"Name": "client-token", "Values": [token]}])
+    return [i for r in reservations["Reservations"] for i in r["Instances"]]
 
 
 def update(ctx: AwsContext, settings: Settings, plan: Plan, waiting: Waiting) -> str:
@@ -243,7 +332,8 @@ def update(ctx: AwsContext, settings: Settings, plan: Plan, waiting: Waiting) ->
         InstanceIds=[instance_id],
         DocumentName="AWS-RunShellScript",
         Comment=f"imgsearch update to {tag}"[:100],
-        Parameters={"commands": [f"{RUN_SCRIPT} {image}"]},
+        # The command line is shell: every word that comes from settings is quoted.
+        Parameters={"commands": [shlex.join([RUN_SCRIPT, image])]},
     )["Command"]["CommandId"]
     plan.change("update", f"tag {IMAGE_TAG_TAG}={tag} on {instance_id}")
     ec2.create_tags(Resources=[instance_id], Tags=[{"Key": IMAGE_TAG_TAG, "Value": tag}])

@@ -1,4 +1,4 @@
-"""The instance's IAM role and profile: pull this image, use this bucket, be reachable by SSM."""
+"""The instance's IAM role and profile: pull this image, use the images prefix, reach SSM."""
 
 from __future__ import annotations
 
@@ -9,12 +9,32 @@ from botocore.exceptions import ClientError
 
 from .clients import AwsContext
 from .errors import AwsError
+from .names import IMAGES_PREFIX
 from .plan import Plan
 
 #: Inline policy name on the role.
 POLICY_NAME = "imgsearch-least-privilege"
-#: Session Manager access instead of SSH: no port 22, no key to lose.
+#: The managed policy earlier versions attached; its `ssm:GetParameter*` on `*` would let the
+#: instance read every SecureString parameter in the account, so it is detached when found.
 SSM_MANAGED_POLICY = "AmazonSSMManagedInstanceCore"
+#: What Session Manager needs on the instance: AWS's own minimal set, as in the AWS-managed
+#: policy AWSCloud9SSMInstanceProfile and the Session Manager guide's custom instance profile.
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+]
+#: What the agent needs to receive and answer Run Command (`imgsearch aws update`).
+RUN_COMMAND_ACTIONS = [
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+]
 
 
 def trust_policy() -> dict[str, Any]:
@@ -32,7 +52,7 @@ def trust_policy() -> dict[str, Any]:
 
 
 def app_policy(ctx: AwsContext) -> dict[str, Any]:
-    """ECR pull of this repository and read/write of this bucket, nothing else."""
+    """ECR pull of this repository, objects under this bucket's images prefix, Session Manager."""
     repo_arn = ctx.arn("ecr", f"repository/{ctx.names.repository}", ctx.region, ctx.account_id)
     bucket_arn = f"arn:{ctx.partition}:s3:::{ctx.names.bucket}"
     return {
@@ -56,23 +76,37 @@ def app_policy(ctx: AwsContext) -> dict[str, Any]:
                 "Resource": repo_arn,
             },
             {
-                "Sid": "BucketList",
+                "Sid": "ListImages",
                 "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Action": "s3:ListBucket",
                 "Resource": bucket_arn,
+                "Condition": {"StringLike": {"s3:prefix": [f"{IMAGES_PREFIX}/*"]}},
             },
             {
-                "Sid": "BucketObjects",
+                "Sid": "ImageObjects",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                "Resource": f"{bucket_arn}/*",
+                "Resource": f"{bucket_arn}/{IMAGES_PREFIX}/*",
+            },
+            {
+                # These calls have no resource-level permissions either.
+                "Sid": "SessionManager",
+                "Effect": "Allow",
+                "Action": SESSION_MANAGER_ACTIONS,
+                "Resource": "*",
+            },
+            {
+                "Sid": "RunCommand",
+                "Effect": "Allow",
+                "Action": RUN_COMMAND_ACTIONS,
+                "Resource": "*",
             },
         ],
     }
 
 
 def ssm_policy_arn(ctx: AwsContext) -> str:
-    """The AWS-managed Session Manager policy in this partition."""
+    """The AWS-managed policy earlier versions attached, in this partition."""
     return f"arn:{ctx.partition}:iam::aws:policy/{SSM_MANAGED_POLICY}"
 
 
@@ -122,12 +156,10 @@ def ensure_role(ctx: AwsContext, plan: Plan) -> str | None:
 
     wanted = app_policy(ctx)
     current = _inline_policy(iam, names.role) if role else None
+    what = f"inline policy {POLICY_NAME} (ecr pull, s3 on {names.bucket}/{IMAGES_PREFIX}/, ssm)"
     if current == wanted:
-        plan.keep(f"inline policy {POLICY_NAME} (ecr pull, s3 on {names.bucket} only)")
-    elif plan.change(
-        "update" if current else "create",
-        f"inline policy {POLICY_NAME} (ecr pull, s3 on {names.bucket} only)",
-    ):
+        plan.keep(what)
+    elif plan.change("update" if current else "create", what):
         iam.put_role_policy(
             RoleName=names.role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(wanted)
         )
@@ -141,10 +173,10 @@ def ensure_role(ctx: AwsContext, plan: Plan) -> str | None:
         if role
         else set()
     )
-    if ssm_arn in attached:
-        plan.keep(f"managed policy {SSM_MANAGED_POLICY}")
-    elif plan.change("create", f"attach {SSM_MANAGED_POLICY} (Session Manager, no SSH)"):
-        iam.attach_role_policy(RoleName=names.role, PolicyArn=ssm_arn)
+    if ssm_arn in attached and plan.change(
+        "delete", f"detach {SSM_MANAGED_POLICY} (it may read every SSM parameter)"
+    ):
+        iam.detach_role_policy(RoleName=names.role, PolicyArn=ssm_arn)
 
     profile = get_instance_profile(iam, names.instance_profile)
     if profile is None:

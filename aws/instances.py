@@ -41,8 +41,8 @@ def app_url(instance: dict[str, Any], port: int) -> str:
 
 
 def health_url(url: str) -> str:
-    """Streamlit's health endpoint under the app URL."""
-    return f"{url}_stcore/health"
+    """The app's health check under its URL: 200 only when the model and the index answer."""
+    return f"{url}api/health"
 
 
 def probe_health(url: str, timeout_s: float = 5.0) -> bool:
@@ -52,3 +52,29 @@ def probe_health(url: str, timeout_s: float = 5.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def data_volume_id(instance: dict[str, Any], device: str) -> str:
+    """The id of the volume attached at `device`, or empty."""
+    return next(
+        (
+            str(m["Ebs"]["VolumeId"])
+            for m in instance.get("BlockDeviceMappings", [])
+            if m.get("DeviceName") == device and m.get("Ebs", {}).get("VolumeId")
+        ),
+        "",
+    )
+
+
+def find_kept_volumes(ctx: AwsContext, ec2: Any) -> list[dict[str, Any]]:
+    """Detached volumes carrying this deployment's tag (data kept by destroy), newest first.
+
+    Root volumes go with their instance, so a detached volume of the deployment is a data volume.
+    """
+    volumes = ec2.describe_volumes(
+        Filters=[
+            {"Name": f"tag:{DEPLOYMENT_TAG}", "Values": [ctx.names.deployment]},
+            {"Name": "status", "Values": ["available"]},
+        ]
+    )["Volumes"]
+    return sorted(volumes, key=lambda v: v["CreateTime"], reverse=True)

@@ -13,9 +13,14 @@ from .errors import AwsError
 DEPLOYMENT_TAG = "imgsearch:deployment"
 #: Tag key on the instance recording which image tag it runs.
 IMAGE_TAG_TAG = "imgsearch:image-tag"
+#: The one prefix of the bucket the app uses; the instance role reaches nothing else.
+IMAGES_PREFIX = "images"
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Docker's tag grammar and ECR's repository grammar: nothing a shell would read specially.
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,15 @@ def make_names(aws: AwsSettings, region: str, account_id: str) -> Names:
     if not _NAME.match(aws.name):
         raise AwsError(
             f"IMGSEARCH_AWS__NAME={aws.name!r} must be 2-32 lowercase letters, digits or dashes."
+        )
+    if not _IMAGE_TAG.match(aws.image_tag):
+        raise AwsError(
+            f"image tag {aws.image_tag!r} is not a Docker tag: use letters, digits, '_', '.', '-'."
+        )
+    if len(aws.repository) > 256 or not _REPOSITORY.match(aws.repository):
+        raise AwsError(
+            f"IMGSEARCH_AWS__REPOSITORY={aws.repository!r} is not an ECR repository name "
+            "(lowercase letters, digits, and . _ - / between them)."
         )
     bucket = aws.bucket or f"{aws.name}-{account_id}-{region}"
     if not _BUCKET.match(bucket) or ".." in bucket:

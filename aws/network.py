@@ -35,8 +35,8 @@ def default_vpc(ec2: Any, region: str) -> str:
     return str(vpcs[0]["VpcId"])
 
 
-def pick_subnet(ec2: Any, vpc_id: str, instance_type: str) -> str:
-    """A default subnet in an availability zone that offers the instance type."""
+def pick_subnet(ec2: Any, vpc_id: str, instance_type: str, zone: str = "") -> str:
+    """A default subnet in an availability zone that offers the instance type (in `zone`)."""
     offered = {
         o["Location"]
         for o in ec2.describe_instance_type_offerings(
@@ -51,9 +51,12 @@ def pick_subnet(ec2: Any, vpc_id: str, instance_type: str) -> str:
         ]
     )["Subnets"]
     for subnet in sorted(subnets, key=lambda s: s["AvailabilityZone"]):
-        if subnet["AvailabilityZone"] in offered:
+        if subnet["AvailabilityZone"] in offered and subnet["AvailabilityZone"] == (
+            zone or subnet["AvailabilityZone"]
+        ):
             return str(subnet["SubnetId"])
-    raise AwsError(f"no default subnet in this region offers instance type {instance_type}.")
+    where = f"availability zone {zone}" if zone else "this region"
+    raise AwsError(f"no default subnet in {where} offers instance type {instance_type}.")
 
 
 def find_security_group(ctx: AwsContext, ec2: Any) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from .bucket import bucket_exists
 from .clients import AwsContext
 from .ecr import find_repository
 from .iam import get_role
-from .instances import app_url, find_instances, tag_value
+from .instances import app_url, find_instances, find_kept_volumes, tag_value
 from .names import IMAGE_TAG_TAG
 from .network import CLOSED_CIDR, check_cidr, find_security_group
 
@@ -30,7 +30,9 @@ def status(
         f"imgsearch aws status ({names.deployment} in {ctx.region}, account {ctx.account_id})",
         file=out,
     )
-    bucket_state = "exists" if bucket_exists(ctx.client("s3"), names.bucket) else "missing"
+    bucket_state = (
+        "exists" if bucket_exists(ctx.client("s3"), names.bucket, ctx.account_id) else "missing"
+    )
     line("bucket", f"{names.bucket}: {bucket_state}")
     ecr = ctx.client("ecr")
     repo = find_repository(ecr, names.repository)
@@ -53,6 +55,8 @@ def status(
             for r in p.get("IpRanges", [])
         ]
         line("sec. group", f"{group['GroupId']}: {', '.join(rules) or 'no inbound rules'}")
+    for volume in find_kept_volumes(ctx, ec2):
+        line("data", f"{volume['VolumeId']}: {volume['Size']} GB, detached (deploy reattaches it)")
     instances = find_instances(ctx, ec2)
     if not instances:
         line("instance", "none (run `imgsearch aws deploy`)")

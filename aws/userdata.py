@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from .names import IMAGES_PREFIX
+
 #: uid/gid of the non-root user in the image; the data volume is handed to it.
 CONTAINER_UID = 10001
 #: Device name the data volume is attached as; AL2023's udev rules link NVMe disks to it.
@@ -30,7 +32,7 @@ class UserDataInputs:
 def container_env(inputs: UserDataInputs) -> dict[str, str]:
     """Settings the container gets on EC2: images in S3, region for boto3 inside it."""
     return {
-        "IMGSEARCH_STORAGE__URL": f"s3://{inputs.bucket}/images",
+        "IMGSEARCH_STORAGE__URL": f"s3://{inputs.bucket}/{IMAGES_PREFIX}",
         "IMGSEARCH_S3__REGION": inputs.region,
         "AWS_REGION": inputs.region,
         "AWS_DEFAULT_REGION": inputs.region,
@@ -76,8 +78,9 @@ dnf install -y docker
 command -v aws >/dev/null || dnf install -y awscli-2
 systemctl enable --now docker
 
-# The data volume may show up a little after boot, as {DATA_DEVICE} or its xvd alias.
-for _ in $(seq 1 60); do
+# The data volume may show up after boot, as {DATA_DEVICE} or its xvd alias: a volume kept from an
+# earlier deployment is attached once the instance runs.
+for _ in $(seq 1 300); do
   for candidate in {DATA_DEVICE} /dev/xvd{DATA_DEVICE[-1]}; do
     if [ -e "$candidate" ]; then DEVICE=$(readlink -f "$candidate"); break 2; fi
   done

@@ -145,7 +145,12 @@ def test_a_new_user_goes_from_bucket_to_url_and_back_to_nothing(
     )
     groups = boto3.client("ec2", region_name=REGION).describe_security_groups()["SecurityGroups"]
     assert [g["GroupName"] for g in groups] == ["default"]
-    assert boto3.client("ec2", region_name=REGION).describe_volumes()["Volumes"] == []
+    # The data volume (index, state) is kept until asked for.
+    ec2 = boto3.client("ec2", region_name=REGION)
+    assert [v["State"] for v in ec2.describe_volumes()["Volumes"]] == ["available"]
+    assert "--delete-data" in capsys.readouterr().out
+    assert run(["aws", "destroy", "--yes", "--delete-data"], settings) == 0
+    assert ec2.describe_volumes()["Volumes"] == []
 
 
 def test_deploy_before_ecr_is_one_sentence_on_stderr(
@@ -214,6 +219,28 @@ def test_destroy_asks_and_a_no_deletes_nothing(
     monkeypatch.setattr("builtins.input", lambda _q: "n")
     assert run(["aws", "destroy"], aws_settings()) == 1
     assert "nothing deleted" in capsys.readouterr().out
+
+
+def test_destroy_with_delete_data_offers_a_snapshot_first(
+    moto_endpoint: str, fake_docker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = aws_settings()
+    assert run(["aws", "ecr", "--context", str(ROOT)], settings) == 0
+    assert run(["aws", "deploy", "--no-wait"], settings) == 0
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    questions: list[str] = []
+
+    def answer(question: str) -> str:
+        questions.append(question)
+        return "y"
+
+    monkeypatch.setattr("builtins.input", answer)
+    assert run(["aws", "destroy", "--delete-data"], settings) == 0
+    assert "the data volume" in questions[0] and "Snapshot" in questions[1]
+    ec2 = boto3.client("ec2", region_name=REGION)
+    assert ec2.describe_volumes()["Volumes"] == []
+    ours = [{"Name": "tag:imgsearch:deployment", "Values": ["imgsearch"]}]
+    assert len(ec2.describe_snapshots(OwnerIds=["self"], Filters=ours)["Snapshots"]) == 1
 
 
 def test_every_subcommand_is_registered_with_dry_run() -> None:

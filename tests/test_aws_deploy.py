@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import re
+import shlex
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -14,13 +17,15 @@ from moto import mock_aws
 from aws.deploy import decode_user_data, deploy, update
 from aws.destroy import destroy
 from aws.errors import AwsError
-from aws.iam import POLICY_NAME
+from aws.iam import POLICY_NAME, ensure_role, ssm_policy_arn, trust_policy
 from aws.plan import Plan
 from aws.status import status
 from aws.userdata import UserDataInputs, render_user_data
 from tests.test_aws_helpers import (
     MY_CIDR,
     REGION,
+    Ec2Idempotency,
+    Recorder,
     aws_settings,
     context,
     instant,
@@ -93,6 +98,12 @@ def test_data_volume_is_encrypted_gp3_of_the_configured_size_and_tagged() -> Non
     assert data[0]["Encrypted"] is True
     assert data[0]["Size"] == 80 and data[0]["VolumeType"] == "gp3"
     assert {"Key": "imgsearch:deployment", "Value": "imgsearch"} in data[0]["Tags"]
+    # The index and run state outlive the instance: terminating it leaves the volume.
+    [instance] = _live_instances()
+    kept = {
+        m["DeviceName"]: m["Ebs"]["DeleteOnTermination"] for m in instance["BlockDeviceMappings"]
+    }
+    assert kept["/dev/sdf"] is False and kept["/dev/xvda"] is True
 
 
 def test_security_group_opens_only_the_app_port_to_the_allowed_cidr() -> None:
@@ -117,7 +128,12 @@ def test_changing_the_allowed_cidr_replaces_the_rule_instead_of_adding_one() -> 
     assert cidrs == ["198.51.100.0/24"]
 
 
-def test_role_allows_ecr_pull_and_this_bucket_only_plus_session_manager() -> None:
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+def test_role_allows_ecr_pull_the_images_prefix_and_session_manager_only() -> None:
     _deploy()
     iam = boto3.client("iam", region_name=REGION)
     role_name = f"imgsearch-ec2-{REGION}"
@@ -140,22 +156,50 @@ def test_role_allows_ecr_pull_and_this_bucket_only_plus_session_manager() -> Non
         "ecr:BatchGetImage",
         "ecr:GetDownloadUrlForLayer",
     }
-    assert by_sid["BucketList"]["Resource"] == f"arn:aws:s3:::{bucket}"
-    assert by_sid["BucketObjects"]["Resource"] == f"arn:aws:s3:::{bucket}/*"
-    assert all(
-        a.startswith(("ecr:", "s3:"))
-        for s in doc["Statement"]
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    # S3: objects under images/ and listing of that prefix, nothing else in the bucket.
+    s3_statements = [s for s in doc["Statement"] if _actions(s)[0].startswith("s3:")]
+    assert {(a, s["Resource"]) for s in s3_statements for a in _actions(s)} == {
+        ("s3:ListBucket", f"arn:aws:s3:::{bucket}"),
+        ("s3:GetObject", f"arn:aws:s3:::{bucket}/images/*"),
+        ("s3:PutObject", f"arn:aws:s3:::{bucket}/images/*"),
+        ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/images/*"),
+    }
+    assert by_sid["ListImages"]["Condition"] == {"StringLike": {"s3:prefix": ["images/*"]}}
+    # Session Manager and Run Command, without AmazonSSMManagedInstanceCore's other rights.
+    actions = {a for s in doc["Statement"] for a in _actions(s)}
+    ssm = {a for a in actions if a.startswith(("ssm:", "ssmmessages:", "ec2messages:"))}
+    assert ssm == {
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+        "ec2messages:AcknowledgeMessage",
+        "ec2messages:DeleteMessage",
+        "ec2messages:FailMessage",
+        "ec2messages:GetEndpoint",
+        "ec2messages:GetMessages",
+        "ec2messages:SendReply",
+    }
+    assert not any(a.startswith("ssm:GetParameter") for a in actions)
+    assert not any("*" in a for a in actions)
+    assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
+
+
+def test_a_role_from_an_earlier_version_loses_the_broad_ssm_managed_policy() -> None:
+    settings = aws_settings()
+    ctx = context(settings)
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_role(
+        RoleName=ctx.names.role,
+        AssumeRolePolicyDocument=json.dumps(trust_policy()),
+        Tags=ctx.names.tags(),
     )
-    assert not any(
-        "*" in a
-        for s in doc["Statement"]
-        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-    )
-    attached = iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]
-    assert [p["PolicyArn"] for p in attached] == [
-        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
-    ]
+    iam.attach_role_policy(RoleName=ctx.names.role, PolicyArn=ssm_policy_arn(ctx))
+    plan = _plan()
+    ensure_role(ctx, plan)
+    assert iam.list_attached_role_policies(RoleName=ctx.names.role)["AttachedPolicies"] == []
+    assert "detach AmazonSSMManagedInstanceCore" in plan.out.getvalue()  # type: ignore[attr-defined]
 
 
 def test_user_data_installs_docker_logs_in_with_v2_and_runs_with_restart_and_data_volume() -> None:
@@ -253,8 +297,28 @@ def test_update_runs_the_new_tag_through_ssm_and_retags_the_instance() -> None:
     assert {"Key": "imgsearch:image-tag", "Value": "v2"} in instance["Tags"]
     commands = boto3.client("ssm", region_name=REGION).list_commands()["Commands"]
     assert commands[-1]["DocumentName"] == "AWS-RunShellScript"
-    assert commands[-1]["Parameters"]["commands"] == [f"/usr/local/bin/imgsearch-run {image}"]
+    [line] = commands[-1]["Parameters"]["commands"]
+    assert shlex.split(line) == ["/usr/local/bin/imgsearch-run", image]
     assert commands[-1]["InstanceIds"] == [instance["InstanceId"]]
+
+
+def test_update_refuses_a_tag_a_shell_would_read_before_sending_anything() -> None:
+    _deploy()
+    put_image("imgsearch", "v2;reboot")
+    settings = aws_settings(image_tag="v2;reboot")
+    with pytest.raises(AwsError, match=r"image tag 'v2;reboot' is not a Docker tag"):
+        update(context(settings), settings, _plan(), instant())
+    assert boto3.client("ssm", region_name=REGION).list_commands()["Commands"] == []
+
+
+def test_update_quotes_what_it_puts_in_the_shell_command() -> None:
+    _deploy()
+    recorder = Recorder()
+    settings = aws_settings()
+    ctx = context(settings, recorder.attach(boto3.session.Session()))
+    image = update(ctx, settings, _plan(), instant())
+    [sent] = recorder.of("ssm", "SendCommand")
+    assert sent["Parameters"]["commands"] == [shlex.join(["/usr/local/bin/imgsearch-run", image])]
 
 
 def test_update_without_a_deployment_says_to_deploy_first() -> None:
@@ -273,8 +337,23 @@ def test_status_lists_the_instance_url_and_health() -> None:
     assert f"tcp 8501 from {MY_CIDR}" in text
 
 
-def test_destroy_leaves_nothing_of_the_deployment_and_keeps_bucket_and_repository() -> None:
+def _volumes() -> list[dict[str, Any]]:
+    return list(boto3.client("ec2", region_name=REGION).describe_volumes()["Volumes"])
+
+
+def _data_volume(instance: dict[str, Any]) -> str:
+    [volume] = [
+        m["Ebs"]["VolumeId"]
+        for m in instance["BlockDeviceMappings"]
+        if m["DeviceName"] == "/dev/sdf"
+    ]
+    return str(volume)
+
+
+def test_destroy_removes_the_deployment_but_keeps_data_volume_bucket_and_repository() -> None:
     _deploy()
+    [instance] = _live_instances()
+    data = _data_volume(instance)
     settings = aws_settings()
     destroy(context(settings), _plan(), delete_bucket=False, delete_repository=False)
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -286,14 +365,92 @@ def test_destroy_leaves_nothing_of_the_deployment_and_keeps_bucket_and_repositor
         ]
         == []
     )
-    assert ec2.describe_volumes()["Volumes"] == []
+    # The root volume went with the instance; the data volume (index, state) stays.
+    assert [(v["VolumeId"], v["State"]) for v in _volumes()] == [(data, "available")]
     assert iam.list_roles()["Roles"] == []
     assert iam.list_instance_profiles()["InstanceProfiles"] == []
     s3 = boto3.client("s3", region_name=REGION)
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [f"imgsearch-{ACCOUNT}-{REGION}"]
+    out = io.StringIO()
+    status(context(settings), settings, out, probe=None)
+    assert f"{data}: 50 GB, detached" in out.getvalue()
     again = _plan()
     destroy(context(settings), again, delete_bucket=False, delete_repository=False)
     assert again.changes == []
+
+
+def test_the_next_deploy_reattaches_the_kept_data_volume() -> None:
+    _deploy()
+    [first] = _live_instances()
+    data = _data_volume(first)
+    settings = aws_settings()
+    destroy(context(settings), _plan(), delete_bucket=False, delete_repository=False)
+    _, plan = _deploy()
+    [second] = _live_instances()
+    assert second["InstanceId"] != first["InstanceId"]
+    volume = boto3.client("ec2", region_name=REGION).describe_volumes(VolumeIds=[data])
+    [attachment] = volume["Volumes"][0]["Attachments"]
+    assert (attachment["InstanceId"], attachment["Device"]) == (second["InstanceId"], "/dev/sdf")
+    assert len(_volumes()) == 2  # the new root volume and the old data volume
+    assert f"attach {data} as /dev/sdf" in plan.out.getvalue()  # type: ignore[attr-defined]
+
+
+def test_destroy_with_delete_data_and_snapshot_keeps_a_tagged_copy_only() -> None:
+    _deploy()
+    data = _data_volume(_live_instances()[0])
+    settings = aws_settings()
+    destroy(
+        context(settings),
+        _plan(),
+        delete_bucket=False,
+        delete_repository=False,
+        delete_data=True,
+        snapshot=True,
+    )
+    assert _volumes() == []
+    ec2 = boto3.client("ec2", region_name=REGION)
+    [snapshot] = ec2.describe_snapshots(
+        OwnerIds=["self"], Filters=[{"Name": "tag:imgsearch:deployment", "Values": ["imgsearch"]}]
+    )["Snapshots"]
+    assert snapshot["VolumeId"] == data
+
+
+def test_destroy_with_delete_data_leaves_no_volume() -> None:
+    _deploy()
+    settings = aws_settings()
+    destroy(context(settings), _plan(), False, False, delete_data=True)
+    assert _volumes() == []
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ours = [{"Name": "tag:imgsearch:deployment", "Values": ["imgsearch"]}]
+    assert ec2.describe_snapshots(OwnerIds=["self"], Filters=ours)["Snapshots"] == []
+
+
+def test_two_deploys_that_race_start_one_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both deploys looked for the instance before either had launched it.
+    monkeypatch.setattr("aws.deploy.find_instances", lambda _ctx, _ec2, _states=None: [])
+    account = Ec2Idempotency()
+    settings = aws_settings()
+    urls = [
+        deploy(
+            context(settings, account.attach(boto3.session.Session())), settings, _plan(), instant()
+        )
+        for _ in range(2)
+    ]
+    assert len(_live_instances()) == 1
+    assert urls[0] == urls[1]
+
+
+def test_a_deploy_after_the_instance_was_terminated_by_hand_starts_a_new_one() -> None:
+    account = Ec2Idempotency()
+    settings = aws_settings()
+    deploy(context(settings, account.attach(boto3.session.Session())), settings, _plan(), instant())
+    [first] = _live_instances()
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.terminate_instances(InstanceIds=[first["InstanceId"]])
+    deploy(context(settings, account.attach(boto3.session.Session())), settings, _plan(), instant())
+    [second] = _live_instances()
+    assert second["InstanceId"] != first["InstanceId"]
+    assert len(account.launched) == 2
 
 
 def test_destroy_with_flags_removes_bucket_and_tagged_repository() -> None:

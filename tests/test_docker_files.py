@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import subprocess
@@ -94,9 +95,10 @@ def test_entry_command_is_supervisord_with_the_app_config() -> None:
     assert ["docker/qdrant.supervisor.conf", "/etc/imgsearch/supervisor.d/qdrant.conf"] in copies
 
 
-def test_healthcheck_calls_streamlits_health_endpoint() -> None:
+def test_healthcheck_calls_the_health_endpoint_that_covers_model_and_index() -> None:
     [check] = [rest for word, rest in instructions() if word == "HEALTHCHECK"]
-    assert "http://127.0.0.1:8501/_stcore/health" in check
+    # Streamlit's /_stcore/health says ok while the model or the index failed.
+    assert "http://127.0.0.1:8501/api/health" in check
     assert "EXPOSE" in {w for w, _ in instructions()}
 
 
@@ -144,7 +146,7 @@ def test_compose_runs_qdrant_minio_and_imgsearch_with_named_volumes() -> None:
     assert env["IMGSEARCH_STORAGE__URL"] == "s3://imgsearch/images"
     assert env["IMGSEARCH_S3__ENDPOINT_URL"] == "http://minio:9000"
     assert env["IMGSEARCH_BUNDLED_QDRANT"] == "false"
-    assert env["AWS_ACCESS_KEY_ID"]  # merged in from the shared credentials block
+    assert env["IMGSEARCH_S3__SSE"] == "none"  # MinIO without a KMS refuses SSE headers
     build = services["imgsearch"]["build"]
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
     waits = services["imgsearch"]["depends_on"]
@@ -153,6 +155,120 @@ def test_compose_runs_qdrant_minio_and_imgsearch_with_named_volumes() -> None:
     for service in services.values():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), port
+
+
+REQUIRED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):\?[^}]+\}")
+
+
+def _required(value: str) -> str:
+    """The variable a `${NAME:?message}` value names (compose stops when it is unset)."""
+    match = REQUIRED.fullmatch(value)
+    assert match, f"{value!r} is not a required variable"
+    return match["name"]
+
+
+def test_compose_qdrant_needs_an_api_key_the_app_sends_and_has_cors_off() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    qdrant = services["qdrant"]["environment"]
+    key = _required(qdrant["QDRANT__SERVICE__API_KEY"])
+    assert _required(services["imgsearch"]["environment"]["IMGSEARCH_QDRANT__API_KEY"]) == key
+    assert qdrant["QDRANT__SERVICE__ENABLE_CORS"] == "false"
+
+
+def test_compose_has_no_default_for_any_secret() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("minio", "create-bucket"):
+        assert _required(services[name]["environment"]["MINIO_ROOT_PASSWORD"])
+    secret_words = ("PASSWORD", "SECRET", "API_KEY")
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            if any(word in key for word in secret_words):
+                assert ":-" not in str(value), f"{name}.{key} has a default"
+                _required(str(value))
+
+
+def test_compose_app_uses_its_own_user_limited_to_the_images_prefix() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    app = services["imgsearch"]["environment"]
+    setup = services["create-bucket"]["environment"]
+    # The app never holds the admin credentials.
+    assert "MINIO_ROOT" not in app["AWS_ACCESS_KEY_ID"] + app["AWS_SECRET_ACCESS_KEY"]
+    assert app["AWS_ACCESS_KEY_ID"] == setup["APP_ACCESS_KEY"]
+    assert _required(app["AWS_SECRET_ACCESS_KEY"]) == _required(setup["APP_SECRET_KEY"])
+    policy = json.loads(setup["APP_POLICY"])
+    granted = {
+        (action, resource)
+        for statement in policy["Statement"]
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    assert granted == {
+        ("s3:ListBucket", "arn:aws:s3:::imgsearch"),
+        ("s3:GetObject", "arn:aws:s3:::imgsearch/images/*"),
+        ("s3:PutObject", "arn:aws:s3:::imgsearch/images/*"),
+        ("s3:DeleteObject", "arn:aws:s3:::imgsearch/images/*"),
+    }
+    [listing] = [s for s in policy["Statement"] if s["Action"] == ["s3:ListBucket"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["images/*"]}}
+
+
+FAKE_MC = """#!/bin/sh
+echo "$*" >> "$MC_LOG"
+case "$*" in
+  "admin policy create local imgsearch-app "*) cp "$6" "$MC_LOG.policy" ;;
+  "admin policy attach "*) [ ! -e "$MC_LOG.attached" ] || exit 1; touch "$MC_LOG.attached" ;;
+  "admin user info "*) echo "PolicyName: imgsearch-app" ;;
+esac
+"""
+
+
+def _run_setup(tmp_path: Path) -> list[str]:
+    """Run the create-bucket job's shell command with a logging stand-in for mc."""
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["create-bucket"]
+    [script] = service["command"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    mc = bin_dir / "mc"
+    mc.write_text(FAKE_MC)
+    mc.chmod(0o755)
+    log = tmp_path / "mc.log"
+    log.write_text("")
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "MC_LOG": str(log),
+        "MINIO_ROOT_USER": "admin",
+        "MINIO_ROOT_PASSWORD": "root-secret",
+        "APP_ACCESS_KEY": "imgsearch-app",
+        "APP_SECRET_KEY": "app-secret",
+        "APP_POLICY": service["environment"]["APP_POLICY"],
+    }
+    # Compose turns `$$` into `$` before the shell sees the command.
+    result = subprocess.run(
+        [*service["entrypoint"], script.replace("$$", "$")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return log.read_text().splitlines()
+
+
+def test_compose_setup_makes_the_bucket_policy_and_app_user_and_can_run_again(
+    tmp_path: Path,
+) -> None:
+    calls = _run_setup(tmp_path)
+    assert calls == [
+        "alias set local http://minio:9000 admin root-secret",
+        "mb --ignore-existing local/imgsearch",
+        "admin policy create local imgsearch-app /tmp/imgsearch-app.json",
+        "admin user add local imgsearch-app app-secret",
+        "admin policy attach local imgsearch-app --user imgsearch-app",
+    ]
+    written = json.loads((tmp_path / "mc.log.policy").read_text())
+    assert written["Statement"][1]["Resource"] == ["arn:aws:s3:::imgsearch/images/*"]
+    # A second `up`: the policy is attached already, which mc reports as an error.
+    again = _run_setup(tmp_path)
+    assert again[-1] == "admin user info local imgsearch-app"
 
 
 def _supervisor_status(tmp_path: Path, bundled: str) -> str:
