@@ -132,12 +132,12 @@ def test_device_cuda_without_a_gpu_names_the_setting() -> None:
         plan_for(EmbedSettings(device="cuda"), cuda_available=False, flags=PLAIN_CPU)
 
 
-def test_small_cpus_leave_one_core_to_the_decode_workers() -> None:
-    assert [auto_threads(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 2, 3, 8]
+def test_torch_gets_every_core_unless_the_setting_pins_a_number() -> None:
+    assert [auto_threads(n) for n in (0, 1, 2, 3, 4, 8)] == [1, 1, 2, 3, 4, 8]
     auto = plan_for(EmbedSettings(device="cpu"), cuda_available=False, flags=PLAIN_CPU, cores=2)
-    assert auto.threads == 1
-    pinned = plan_for(EmbedSettings(device="cpu", threads=2), cuda_available=False, cores=2)
-    assert pinned.threads == 2
+    assert auto.threads == 2
+    pinned = plan_for(EmbedSettings(device="cpu", threads=1), cuda_available=False, cores=2)
+    assert pinned.threads == 1
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
