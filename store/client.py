@@ -97,7 +97,7 @@ class ClientIndex(VectorIndex):
         if not self.client.collection_exists(self.collection):
             if self.client.collection_exists(migrating):
                 # Killed after dropping the old collection: its points are all in the copy.
-                self._create(self.collection, {})
+                self._create(self.collection, {}, self._vector_params(migrating))
                 self._copy(migrating, self.collection)
                 self.client.delete_collection(migrating)
                 log.info("finished an interrupted migration of %s", self.collection)
@@ -116,7 +116,8 @@ class ClientIndex(VectorIndex):
         )
         missing = [name for name in self.specs if name not in present]
         if missing:
-            meta = self._migrate(meta, missing)
+            undeclared = {n: p for n, p in present.items() if n not in self.specs}
+            meta = self._migrate(meta, missing, undeclared)
         if self.payload_indexes:
             schema = info.payload_schema or {}
             for key, kind in PAYLOAD_INDEXES.items():
@@ -129,7 +130,18 @@ class ClientIndex(VectorIndex):
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.client.update_collection(self.collection, metadata={"imgsearch": meta})
 
-    def _create(self, name: str, recorded: Mapping[str, Any]) -> None:
+    def _vector_params(self, name: str) -> dict[str, models.VectorParams]:
+        vectors = self.client.get_collection(name).config.params.vectors
+        return dict(vectors) if isinstance(vectors, Mapping) else {}
+
+    def _create(
+        self,
+        name: str,
+        recorded: Mapping[str, Any],
+        keep: Mapping[str, models.VectorParams] | None = None,
+    ) -> None:
+        """A collection with every declared vector, plus `keep`: vectors the catalog holds that
+        this process does not declare (text search off for a while), so no vector is lost."""
         quantization = (
             models.ScalarQuantization(
                 scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
@@ -140,14 +152,25 @@ class ClientIndex(VectorIndex):
         self.client.create_collection(
             name,
             vectors_config={
-                s.name: models.VectorParams(size=s.size, distance=DISTANCES[s.distance])
-                for s in self.specs.values()
+                **{
+                    n: models.VectorParams(size=p.size, distance=p.distance)
+                    for n, p in (keep or {}).items()
+                },
+                **{
+                    s.name: models.VectorParams(size=s.size, distance=DISTANCES[s.distance])
+                    for s in self.specs.values()
+                },
             },
             quantization_config=quantization,
             metadata={"imgsearch": {"schema": SCHEMA, "vectors": dict(recorded)}},
         )
 
-    def _migrate(self, meta: Mapping[str, Any], missing: list[str]) -> dict[str, Any]:
+    def _migrate(
+        self,
+        meta: Mapping[str, Any],
+        missing: list[str],
+        undeclared: Mapping[str, models.VectorParams],
+    ) -> dict[str, Any]:
         """Rebuild the collection with every declared vector, keeping every point and vector."""
         log.warning(
             "migrating catalog %s at %s: adding the %s vector(s); points and payloads are kept, "
@@ -161,10 +184,10 @@ class ClientIndex(VectorIndex):
         temp = f"{self.collection}{MIGRATING}"
         if self.client.collection_exists(temp):
             self.client.delete_collection(temp)
-        self._create(temp, recorded)
+        self._create(temp, recorded, undeclared)
         self._copy(self.collection, temp)
         self.client.delete_collection(self.collection)
-        self._create(self.collection, recorded)
+        self._create(self.collection, recorded, undeclared)
         self._copy(temp, self.collection)
         self.client.delete_collection(temp)
         log.info("migrated catalog %s (%d points)", self.collection, self._count())

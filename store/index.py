@@ -291,15 +291,20 @@ class VectorIndex:
                 )
         changed = {n: lbl for n, lbl in labels.items() if recorded.get(n) != lbl}
         if changed:
-            vectors = {
-                name: {
-                    "size": self.specs[name].size,
-                    "distance": self.specs[name].distance,
-                    "label": changed.get(name, recorded.get(name)),
+            # Records of vectors this process does not declare (text search off for a while)
+            # are kept, so the model that made them is still checked when they come back.
+            vectors = dict(self._meta.get("vectors") or {})
+            vectors.update(
+                {
+                    name: {
+                        "size": self.specs[name].size,
+                        "distance": self.specs[name].distance,
+                        "label": changed.get(name, recorded.get(name)),
+                    }
+                    for name in self.specs
+                    if name in recorded or name in changed
                 }
-                for name in self.specs
-                if name in recorded or name in changed
-            }
+            )
             self._meta = {"schema": SCHEMA, "vectors": vectors}
             self._write_meta(self._meta)
 

@@ -264,3 +264,38 @@ def test_a_migration_killed_after_dropping_the_old_collection_finishes(tmp_path:
     assert again.count() == 10
     assert not again.client.collection_exists("images__migrating")
     again.close()
+
+
+def test_a_process_without_a_descriptor_keeps_that_descriptors_record(
+    tmp_path: Path, engine: Engine
+) -> None:
+    # Text search turned off for a while must not forget which model made the catalog's vectors.
+    index = opener(engine)(tmp_path / "q", "images", specs=SPECS)
+    index.check_labels({"image": "ResNet50 imagenet", "sscd": "sscd file"})
+    index.close()
+    without = [spec for spec in SPECS if spec.name != "sscd"]
+    again = opener(engine)(tmp_path / "q", "images", specs=without)
+    again.check_labels({"image": "ResNet50 v2"}, accept_relabel=["image"])
+    assert again.recorded_labels() == {"image": "ResNet50 v2", "sscd": "sscd file"}
+    again.close()
+    later = opener(engine)(tmp_path / "q", "images", specs=SPECS)
+    with pytest.raises(CatalogMismatch, match=r"sscd vectors were made by sscd file"):
+        later.check_labels({"image": "ResNet50 v2", "sscd": "another sscd"})
+    later.close()
+
+
+def test_a_migration_keeps_vectors_this_process_does_not_declare(tmp_path: Path) -> None:
+    # A catalog with sscd vectors, opened without sscd but with a new pdq vector (qdrant-client
+    # rebuilds the collection to add pdq): the sscd vectors must come through.
+    first = [SPECS[0], SPECS[2]]
+    index = open_local_index(tmp_path / "q", "images", specs=first, engine="local")
+    vector = np.linspace(0.1, 1.0, 2048, dtype=np.float32)
+    index.upsert(
+        [PointRecord(point_id("a"), {"image": vector, "sscd": vector[:512]}, {"title": "a"})]
+    )
+    index.close()
+    again = open_local_index(tmp_path / "q", "images", specs=SPECS[:2], engine="local")
+    (hit,) = again.get([point_id("a")], with_vectors=["image", "sscd"])
+    again.close()
+    assert set(hit.vectors) == {"image", "sscd"}
+    assert hit.payload == {"title": "a"}
