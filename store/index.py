@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -200,13 +201,13 @@ def guarded(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class VectorIndex:
+class VectorIndex(ABC):
     """The image collection: one point per image with a named vector per descriptor.
 
     The collection's record keeps each descriptor's size, distance and the model that built
     it; opening it with another distance or model refuses with one sentence (CatalogMismatch),
     and a collection that lacks a declared vector (made by an earlier version) gains it.
-    Engines implement the methods that raise NotImplementedError here.
+    Engines (store/edge.py, store/client.py) implement the abstract methods.
     """
 
     engine = "abstract"
@@ -236,12 +237,12 @@ class VectorIndex:
         """The one-sentence error for an engine failure, or None to let exc through."""
         return None
 
+    @abstractmethod
     def _open(self) -> dict[str, Any]:
         """Create or check the collection; return its record."""
-        raise NotImplementedError
 
-    def _write_meta(self, meta: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _write_meta(self, meta: dict[str, Any]) -> None: ...
 
     # -- the collection's record ------------------------------------------------------------
     @guarded
@@ -309,25 +310,25 @@ class VectorIndex:
             self._write_meta(self._meta)
 
     # -- writes -------------------------------------------------------------------------------
+    @abstractmethod
     def upsert(self, records: Sequence[PointRecord]) -> None:
         """Insert or replace points in batches; ids are content-derived so repeats are harmless."""
-        raise NotImplementedError
 
+    @abstractmethod
     def update_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Set some named vectors of existing points ({point id: {name: vector}})."""
-        raise NotImplementedError
 
+    @abstractmethod
     def set_payload(self, point: str, payload: Mapping[str, Any]) -> None:
         """Merge keys into one point's payload."""
-        raise NotImplementedError
 
+    @abstractmethod
     def overwrite_payload(self, point: str, payload: Mapping[str, Any]) -> None:
         """Replace one point's whole payload."""
-        raise NotImplementedError
 
+    @abstractmethod
     def delete(self, ids: Sequence[str]) -> None:
         """Remove points by id."""
-        raise NotImplementedError
 
     # -- reads --------------------------------------------------------------------------------
     def query(
@@ -345,6 +346,7 @@ class VectorIndex:
             [vector], using=using, top_k=top_k, threshold=threshold, where=where, offset=offset
         )[0]
 
+    @abstractmethod
     def query_many(
         self,
         vectors: Sequence[np.ndarray],
@@ -356,8 +358,8 @@ class VectorIndex:
         offset: int = 0,
     ) -> list[list[Hit]]:
         """One round trip for several query vectors of one named vector (offset: skip that many)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def recommend(
         self,
         positive: Sequence[str | np.ndarray],
@@ -375,25 +377,24 @@ class VectorIndex:
         An example is a point id (its stored `using` vector; the examples themselves are left
         out of the results) or a vector. An unknown id raises KeyError.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def get(self, ids: Sequence[str], *, with_vectors: Sequence[str] = ()) -> list[Hit]:
         """The points with these ids that exist (score 1.0), with the named vectors asked for."""
-        raise NotImplementedError
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """The subset of ids already in the index."""
         return {hit.id for hit in self.get(ids)}
 
+    @abstractmethod
     def count(self, where: Mapping[str, Any] | None = None) -> int:
         """Exact number of points (matching the filter, if any)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def facet(
         self, key: str, *, where: Mapping[str, Any] | None = None, limit: int = 100
     ) -> list[tuple[Any, int]]:
         """(payload value, number of points) for one key, largest first."""
-        raise NotImplementedError
 
     def scroll(
         self,
@@ -410,14 +411,14 @@ class VectorIndex:
             if offset is None:
                 return
 
+    @abstractmethod
     def _scroll_page(
         self,
         page_size: int,
         offset: Any,
         with_vectors: Sequence[str] = (),
         where: Mapping[str, Any] | None = None,
-    ) -> tuple[list[Hit], Any]:
-        raise NotImplementedError
+    ) -> tuple[list[Hit], Any]: ...
 
     def _split_examples(
         self, examples: Sequence[str | np.ndarray]
