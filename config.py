@@ -57,11 +57,15 @@ class EmbedSettings(BaseModel):
     weights: str = "imagenet"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(default=16, ge=1)
-    # torch threads; 0 = automatic (one core left to the decode workers, see embed/encoder.py)
+    # model threads (torch or ONNX Runtime); 0 = every usable core (see embed/encoder.py)
     threads: int = Field(default=0, ge=0)
     # auto: bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX), fp16 on CUDA, else fp32;
     # fp32 forces full precision; bf16 forces bf16 even where the CPU only emulates it (slow).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: ONNX Runtime where the model runs fp32 on the CPU (about 1.5x eager torch there, same
+    # vectors; see embed/onnx.py), torch elsewhere (bf16 autocast, CUDA); torch forces torch;
+    # onnx requires a CPU fp32 plan.
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
 
 
 class TextSettings(BaseModel):

@@ -147,6 +147,8 @@ def _describe(encoder: Encoder, settings: Settings, baseline_threads: int) -> di
         "device": str(encoder.device),
         "precision": str(encoder.plan.dtype).removeprefix("torch."),
         "autocast": encoder.plan.autocast,
+        "runtime": encoder.plan.runtime,
+        "encoder_threads": encoder.plan.threads,
         "native_bf16": bool(NATIVE_BF16_FLAGS & cpu_flags()),
         "torch_threads": torch.get_num_threads(),
         "baseline_threads": baseline_threads,
@@ -369,8 +371,10 @@ def format_table(figures: dict[str, Any]) -> str:
         (
             "encoder",
             f"{f['encoder_images_per_s']:.1f} images/s",
-            f"{f['device']} {f['precision']}{' autocast' if f['autocast'] else ''}, channels_last, "
-            f"{f['torch_threads']} thread(s), batch {f['batch_size']}, {f['weights']}",
+            f"{f['device']} {f['precision']}{' autocast' if f['autocast'] else ''}, "
+            f"{'ONNX Runtime' if f['runtime'] == 'onnx' else 'torch channels_last'}, "
+            f"{f['encoder_threads'] or f['torch_threads']} thread(s), batch {f['batch_size']}, "
+            f"{f['weights']}",
         ),
         (
             "baseline",

@@ -1,14 +1,15 @@
 """ResNet50 image encoder: the 2048-d pooled feature, L2-normalised float32.
 
-How it runs is decided once, by `plan_for`: channels_last everywhere; bf16 autocast on CPUs that
-compute bf16 natively (avx512_bf16 or AMX; elsewhere bf16 is emulated and ~5x slower than fp32);
-fp16 weights, pinned memory and non-blocking copies on CUDA; and on small CPUs one core left to
-the ingestion pipeline's decode workers so torch and they do not fight over the same cores.
+How it runs is decided once, by `plan_for`: on CPUs that compute bf16 natively (avx512_bf16 or
+AMX) torch with channels_last and bf16 autocast; on other CPUs fp32 through ONNX Runtime, about
+1.5x eager torch there (embed/onnx.py); on CUDA torch with fp16 weights, channels_last, pinned
+memory and non-blocking copies. Torch threads default to every usable core (see `auto_threads`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -24,10 +25,12 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from config import EmbedSettings
+from embed.onnx import OnnxModel, OnnxUnavailable
 
 log = logging.getLogger(__name__)
 
 DIM = 2048
+CROP = 224  # the ImageNet recipe's centre crop: every input tensor is 3 x 224 x 224
 RANDOM_SEED = 20240611
 IMAGENET = ResNet50_Weights.DEFAULT
 # /proc/cpuinfo flags of CPUs with bf16 arithmetic in hardware (oneDNN uses them for bf16 convs).
@@ -41,11 +44,13 @@ class WeightsUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Plan:
-    """Where and how the model runs: device, compute dtype, torch threads (0 = torch's own)."""
+    """Where and how the model runs: device, compute dtype, threads (0 = the runtime's own), and
+    the runtime ("torch" or "onnx": ONNX Runtime, CPU fp32 only)."""
 
     device: torch.device
     dtype: torch.dtype
     threads: int
+    runtime: str = "torch"
 
     @property
     def autocast(self) -> bool:
@@ -58,8 +63,10 @@ class Plan:
         precision = precision.replace("float16", "fp16").replace("float32", "fp32")
         if self.autocast:
             precision += " autocast"
-        threads = f", {self.threads} torch thread(s)" if self.threads else ""
-        return f"{self.device}, {precision}, channels_last{threads}"
+        threads = f", {self.threads} thread(s)" if self.threads else ""
+        if self.runtime == "onnx":
+            return f"{self.device}, {precision}, ONNX Runtime{threads}"
+        return f"{self.device}, {precision}, torch channels_last{threads}"
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -125,7 +132,14 @@ def plan_for(
         threads = auto_threads(usable_cores() if cores is None else cores)
     else:
         threads = 0  # the GPU computes; the CPU threads only decode
-    return Plan(device, dtype, threads)
+    cpu_fp32 = device.type == "cpu" and dtype == torch.float32
+    if settings.runtime == "onnx" and not cpu_fp32:
+        raise WeightsUnavailable(
+            "IMGSEARCH_EMBED__RUNTIME=onnx runs fp32 on the CPU only; set "
+            "IMGSEARCH_EMBED__DEVICE=cpu and IMGSEARCH_EMBED__PRECISION=fp32, or RUNTIME=auto"
+        )
+    runtime = "onnx" if settings.runtime != "torch" and cpu_fp32 else "torch"
+    return Plan(device, dtype, threads, runtime)
 
 
 class Encoder:
@@ -152,6 +166,9 @@ class Encoder:
         model.eval()
         # channels_last: oneDNN (CPU) and cuDNN (tensor cores) run ResNet convolutions faster.
         model = model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._onnx: OnnxModel | None = None
+        if self.plan.runtime == "onnx":
+            self._onnx = self._compile_onnx(model)
         if self.device.type == "cuda":
             model = model.to(self.plan.dtype)  # half weights; on CPU autocast casts per op
             torch.backends.cudnn.benchmark = True  # one input size (the crop): tune once
@@ -163,6 +180,16 @@ class Encoder:
                 "similarity scores say nothing about the images (tests and offline demos only)"
             )
         log.info("encoder ready: ResNet50 (%s) on %s", label, self.plan.describe())
+
+    def _compile_onnx(self, model: nn.Module) -> OnnxModel | None:
+        example = torch.zeros(1, 3, CROP, CROP)
+        try:
+            return OnnxModel(model, example, threads=self.plan.threads)
+        except OnnxUnavailable as exc:
+            # Same vectors either way; only the speed differs, so say so and go on in torch.
+            log.warning("ONNX Runtime could not load the encoder (%s); running it in torch", exc)
+            self.plan = dataclasses.replace(self.plan, runtime="torch")
+            return None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (safe to call from worker threads)."""
@@ -181,8 +208,11 @@ class Encoder:
         size = self.settings.batch_size
         with self._lock, torch.inference_mode(), self._autocast():
             for start in range(0, len(tensors), size):
-                batch = self._to_device(torch.stack(list(tensors[start : start + size])))
-                features = self.model(batch).float()
+                stacked = torch.stack(list(tensors[start : start + size]))
+                if self._onnx is not None:
+                    features = torch.from_numpy(self._onnx(stacked.numpy()))
+                else:
+                    features = self.model(self._to_device(stacked)).float()
                 features = nn.functional.normalize(features, dim=1)
                 out.append(features.cpu().numpy().astype(np.float32, copy=False))
         return np.concatenate(out, axis=0)
@@ -211,6 +241,7 @@ def load_encoder(settings: EmbedSettings) -> Encoder:
         settings.batch_size,
         settings.precision,
         settings.threads,
+        settings.runtime,
     )
     with _cache_lock:
         if key not in _cache:

@@ -161,6 +161,50 @@ def test_the_encoder_follows_its_plan() -> None:
 BF16_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
+def test_a_cpu_without_native_bf16_runs_fp32_in_onnx_runtime_and_torch_elsewhere() -> None:
+    def runtime(settings: EmbedSettings, *, cuda: bool, flags: frozenset[str]) -> str:
+        return plan_for(settings, cuda_available=cuda, flags=flags, cores=2).runtime
+
+    assert runtime(EmbedSettings(), cuda=False, flags=PLAIN_CPU) == "onnx"
+    assert runtime(EmbedSettings(), cuda=False, flags=BF16_CPU) == "torch"  # bf16 autocast
+    assert runtime(EmbedSettings(precision="fp32"), cuda=False, flags=BF16_CPU) == "onnx"
+    assert runtime(EmbedSettings(), cuda=True, flags=PLAIN_CPU) == "torch"
+    assert runtime(EmbedSettings(runtime="torch"), cuda=False, flags=PLAIN_CPU) == "torch"
+    for settings in (EmbedSettings(runtime="onnx"), EmbedSettings(runtime="onnx", device="cuda")):
+        with pytest.raises(WeightsUnavailable, match="RUNTIME=onnx runs fp32 on the CPU only"):
+            plan_for(settings, cuda_available=True, flags=BF16_CPU, cores=2)
+
+
+def test_onnx_runtime_gives_torch_s_vectors_on_photos() -> None:
+    settings = {"weights": "random", "device": "cpu", "precision": "fp32", "batch_size": 3}
+    onnx = load_encoder(EmbedSettings(runtime="onnx", **settings))  # type: ignore[arg-type]
+    eager = load_encoder(EmbedSettings(runtime="torch", **settings))  # type: ignore[arg-type]
+    assert "ONNX Runtime" in onnx.plan.describe() and "torch" in eager.plan.describe()
+    images = [photo(name) for name in BF16_PHOTOS]  # 4 photos, batch of 3: a partial batch too
+    exported, reference = onnx.embed(images), eager.embed(images)
+    assert exported.shape == (len(images), DIM) and exported.dtype == np.float32
+    # The photos' common direction removed (see the bf16 test): each vector is its own photo's.
+    mean = reference.mean(axis=0)
+    agreement = _unit_rows(exported - mean) @ _unit_rows(reference - mean).T
+    assert np.min(np.diag(agreement)) >= 0.9999
+    assert np.max(agreement[~np.eye(len(images), dtype=bool)]) < 0.8
+    np.testing.assert_allclose(exported, reference, atol=1e-5)
+
+
+def test_an_export_that_fails_falls_back_to_torch_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Exporting the operator 'aten::novel' is not supported")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    encoder = Encoder(EmbedSettings(weights="random", device="cpu", precision="fp32"))
+    assert encoder.plan.runtime == "torch"
+    assert "running it in torch" in caplog.text and "aten::novel" in caplog.text
+    vectors = encoder.embed([draw_image(1), draw_image(2)])
+    assert vectors.shape == (2, DIM) and not np.allclose(vectors[0], vectors[1])
+
+
 def test_bf16_vectors_agree_with_fp32_on_photos(encoder: Encoder) -> None:
     # Random weights map every photo near one common direction (unrelated photos score ~0.997
     # raw cosine), so the raw 0.999 agreement alone would also pass a bf16 path that returned
