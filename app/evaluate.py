@@ -130,7 +130,7 @@ def evaluate_copies(
                 original = ids.get(path)
                 for name, variant in itertools.product(names, range(seeds)):
                     # Each seed draws another crop offset, caption, rotation direction...
-                    query = decode_image(EDITS[name](photo, number + 1000 * variant))
+                    query = runtime.search.decode(EDITS[name](photo, number + 1000 * variant))
                     per_layer: dict[str, set[str]] = {}
                     started = time.perf_counter()
                     verdict = runtime.search.detector.check(query, per_layer=per_layer)

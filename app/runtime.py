@@ -83,7 +83,12 @@ class Runtime:
     def search(self) -> SearchService:
         """The search service (example URLs go through the same fetch settings as feeds)."""
         return SearchService(
-            self.index, self.images, self.descriptors, self.settings.verdict, self.settings.fetch
+            self.index,
+            self.images,
+            self.descriptors,
+            self.settings.verdict,
+            self.settings.fetch,
+            self.settings.decode,
         )
 
     def declared_sources(self) -> list[Source]:

@@ -20,10 +20,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from config import FetchSettings, VerdictSettings
-from embed.decode import DecodedImage, decode_image, decode_preview
+from config import DecodeSettings, FetchSettings, VerdictSettings
+from embed.decode import DecodedImage, Fit, decode_image, decode_preview
 from embed.descriptors import CLIP, IMAGE, PDQ, Descriptors, hamming_of
+from embed.layout import SIDE as LAYOUT_SIDE
+from embed.pdq import HASH_SIDE
 from ingest.dates import to_iso
+from ingest.decode import MODEL_SHORT_SIDE
 from ingest.http import Downloader
 from ingest.items import FetchError
 from ingest.sightings import places
@@ -310,12 +313,15 @@ class SearchService:
         descriptors: Descriptors,
         verdict: VerdictSettings | None = None,
         fetch: FetchSettings | None = None,
+        decode: DecodeSettings | None = None,
     ) -> None:
         self.index = index
         self.images = images
         self.descriptors = descriptors
         self.detector = CopyDetector(index, images, descriptors, verdict or VerdictSettings())
         self.fetch_settings = fetch or FetchSettings()
+        self.max_pixels = (decode or DecodeSettings()).max_pixels
+        self.fit = query_fit(self.detector.settings)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="search")
         self._downloader: Downloader | None = None
         self._downloader_lock = threading.Lock()
@@ -334,7 +340,7 @@ class SearchService:
         if query.single_image:
             data = query.images[0] if query.images else self.fetch_image(query.urls[0])
             return self.search_image(
-                decode_image(data),
+                self.decode(data),
                 top_k=query.top_k,
                 threshold=query.threshold,
                 where=where,
@@ -401,9 +407,7 @@ class SearchService:
     def _vectors(self, images: Sequence[bytes], urls: Sequence[str]) -> list[np.ndarray]:
         """The similarity vector of each example image (bytes, or fetched from its URL)."""
         datas = [*images, *(self.fetch_image(url) for url in urls)]
-        return [
-            self.descriptors[IMAGE].query_vectors(decode_image(data).image)[0] for data in datas
-        ]
+        return [self.descriptors[IMAGE].query_vectors(self.decode(data).image)[0] for data in datas]
 
     def _check_ids_exist(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -433,7 +437,15 @@ class SearchService:
         where: Mapping[str, Any] | None = None,
     ) -> SearchResult:
         """Decode (raising DecodeError for bad input) and search."""
-        return self.search_image(decode_image(data), top_k=top_k, threshold=threshold, where=where)
+        return self.search_image(self.decode(data), top_k=top_k, threshold=threshold, where=where)
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """A query image decoded no larger than its consumers need (DecodeError if it is not one).
+
+        The same reduced JPEG decoding as ingestion, so a re-upload of a catalog file hashes as
+        its catalog copy did; the pixel cap is the ingestion one.
+        """
+        return decode_image(data, max_pixels=self.max_pixels, fit=self.fit)
 
     def search_image(
         self,
@@ -612,6 +624,12 @@ class SearchService:
             if self._downloader is not None:
                 self._downloader.close()
                 self._downloader = None
+
+
+def query_fit(verdict: VerdictSettings) -> Fit:
+    """What a query's consumers need: the models' short side (ResNet50, SSCD, CLIP); PDQ's,
+    layout's and geometric verification's long side. A 12 MP JPEG upload is decoded at 1/4."""
+    return Fit(short=MODEL_SHORT_SIDE, long=max(HASH_SIDE, LAYOUT_SIDE, verdict.verify_side))
 
 
 def _check_id(pid: str) -> None:

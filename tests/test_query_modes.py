@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from app.runtime import Runtime
-from config import FetchSettings, Settings
+from config import FetchSettings, Settings, VerdictSettings
 from embed.decode import DecodeError, sha256_of
 from embed.descriptors import TextSearchUnavailable
 from ingest.manual import ManualAddError, ManualImage, add_image
@@ -28,9 +28,10 @@ from search.service import (
     QueryError,
     SearchService,
     UnknownImage,
+    query_fit,
 )
 from store.keys import point_id
-from tests.conftest import image_bytes, make_settings
+from tests.conftest import image_bytes, make_settings, photo
 from tests.feed_server import FeedServer
 
 NEWS = [  # seed, title, category, published_at
@@ -395,3 +396,21 @@ def test_cli_add_search_with_filters_and_delete(
     assert main(["delete", added]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"No image with id {added} is in the catalog."
+
+
+def test_a_large_jpeg_upload_is_decoded_only_as_large_as_the_query_needs(
+    service: SearchService,
+) -> None:
+    buffer = io.BytesIO()
+    photo("astronaut").resize((2400, 1600)).save(buffer, "JPEG", quality=90)
+    data = buffer.getvalue()
+    decoded = service.decode(data)
+    assert (decoded.width, decoded.height) == (2400, 1600)  # the original's size is reported
+    width, height = decoded.image.size
+    assert min(width, height) >= 288 and max(width, height) >= 512  # what the layers need
+    assert width * height <= 2400 * 1600 // 4  # decoded at half scale or less
+    result = service.search(Query(images=(data,), top_k=3))
+    assert (result.query_width, result.query_height) == (2400, 1600)
+    # Geometric verification at a larger side gets the pixels it asks for.
+    assert query_fit(VerdictSettings(verify_side=1024)).long == 1024
+    assert query_fit(VerdictSettings()).long == 512 and query_fit(VerdictSettings()).short == 288
