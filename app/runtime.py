@@ -47,7 +47,11 @@ class Runtime:
     @cached_property
     def sscd(self) -> SscdEncoder | None:
         """The SSCD copy-detection model, when its weights are configured or cached."""
-        return load_sscd(self.settings.verdict.sscd_weights, str(self.encoder.device))
+        return load_sscd(
+            self.settings.verdict.sscd_weights,
+            str(self.encoder.device),
+            self.settings.embed.runtime,
+        )
 
     @cached_property
     def clip(self) -> ClipEncoder | None:

@@ -182,9 +182,9 @@ class Encoder:
         log.info("encoder ready: ResNet50 (%s) on %s", label, self.plan.describe())
 
     def _compile_onnx(self, model: nn.Module) -> OnnxModel | None:
-        example = torch.zeros(1, 3, CROP, CROP)
+        probe = torch.randn(2, 3, CROP, CROP, generator=torch.Generator().manual_seed(0))
         try:
-            return OnnxModel(model, example, threads=self.plan.threads)
+            return OnnxModel(model, [probe], threads=self.plan.threads)
         except OnnxUnavailable as exc:
             # Same vectors either way; only the speed differs, so say so and go on in torch.
             log.warning("ONNX Runtime could not load the encoder (%s); running it in torch", exc)

@@ -20,6 +20,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
+from embed.onnx import OnnxModel, OnnxUnavailable
+
 log = logging.getLogger(__name__)
 
 SSCD_FILE = "sscd_disc_mixup.torchscript.pt"
@@ -73,7 +75,12 @@ class SscdEncoder:
     dim = DIM
 
     def __init__(
-        self, path: Path, device: torch.device | str = "cpu", *, batch_size: int = 16
+        self,
+        path: Path,
+        device: torch.device | str = "cpu",
+        *,
+        batch_size: int = 16,
+        runtime: str = "auto",
     ) -> None:
         self.path = Path(path)
         self.device = _pick_device(device)
@@ -81,7 +88,26 @@ class SscdEncoder:
         self.label = f"{self.path.name} sha256:{_sha256(self.path)[:12]}"
         self.model = _load(self.path, self.device)
         self._lock = threading.Lock()
-        log.info("SSCD descriptor ready: %s on %s", self.label, self.device)
+        # SSCD runs fp32; on the CPU ONNX Runtime does that faster (embed/onnx.py), with the
+        # same vectors, unless IMGSEARCH_EMBED__RUNTIME=torch.
+        self._onnx: OnnxModel | None = None
+        if self.device.type == "cpu" and runtime != "torch":
+            self._onnx = self._compile_onnx()
+        where = "ONNX Runtime" if self._onnx is not None else "torch"
+        log.info("SSCD descriptor ready: %s on %s (%s)", self.label, self.device, where)
+
+    def _compile_onnx(self) -> OnnxModel | None:
+        seeded = torch.Generator().manual_seed(0)
+        # Two aspect ratios: the inputs keep theirs, so height and width must stay free.
+        probes = [
+            torch.randn(1, 3, 288, 352, generator=seeded),
+            torch.randn(2, 3, 320, 288, generator=seeded),
+        ]
+        try:
+            return OnnxModel(self.model, probes, threads=torch.get_num_threads(), any_size=True)
+        except OnnxUnavailable as exc:
+            log.warning("ONNX Runtime could not load the SSCD model (%s); running it in torch", exc)
+            return None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one image into the model's input tensor (safe to call from worker threads)."""
@@ -102,8 +128,12 @@ class SscdEncoder:
             for indices in groups.values():
                 for start in range(0, len(indices), self.batch_size):
                     rows = indices[start : start + self.batch_size]
-                    batch = torch.stack([tensors[row] for row in rows]).to(self.device)
-                    features = nn.functional.normalize(self.model(batch).float(), dim=1)
+                    batch = torch.stack([tensors[row] for row in rows])
+                    if self._onnx is not None:
+                        raw = torch.from_numpy(self._onnx(batch.numpy()))
+                    else:
+                        raw = self.model(batch.to(self.device)).float()
+                    features = nn.functional.normalize(raw, dim=1)
                     out[rows] = features.cpu().numpy()
         return out
 
@@ -114,12 +144,12 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     return tensor
 
 
-_cache: dict[tuple[Path, str], SscdEncoder] = {}
+_cache: dict[tuple[Path, str, str], SscdEncoder] = {}
 _off_logged: set[str] = set()
 _cache_lock = threading.Lock()
 
 
-def load_sscd(setting: str, device: str = "cpu") -> SscdEncoder | None:
+def load_sscd(setting: str, device: str = "cpu", runtime: str = "auto") -> SscdEncoder | None:
     """This process's SSCD encoder for the setting, built on first use; None when it is off."""
     path = find_sscd_weights(setting)
     with _cache_lock:
@@ -128,9 +158,9 @@ def load_sscd(setting: str, device: str = "cpu") -> SscdEncoder | None:
                 _off_logged.add(setting)
                 log.info(_off_reason(setting))
             return None
-        key = (path.resolve(), str(device))
+        key = (path.resolve(), str(device), runtime)
         if key not in _cache:
-            _cache[key] = SscdEncoder(path, device)
+            _cache[key] = SscdEncoder(path, device, runtime=runtime)
         return _cache[key]
 
 

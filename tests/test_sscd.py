@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from embed import sscd
+from embed import onnx, sscd
 from embed.sscd import (
     DIM,
     SSCD_FILE,
@@ -219,3 +219,42 @@ def test_concurrent_callers_get_the_same_vectors(tiny_file: Path) -> None:
     assert len(results) == 4
     for result in results:
         np.testing.assert_allclose(result, expected, atol=1e-6)
+
+
+def test_on_the_cpu_onnx_runtime_gives_torch_s_vectors_at_every_aspect_ratio(
+    tiny_file: Path,
+) -> None:
+    exported = SscdEncoder(tiny_file)
+    eager = SscdEncoder(tiny_file, runtime="torch")
+    assert exported._onnx is not None and eager._onnx is None
+    sizes = [(400, 300), (300, 900), (160, 120), (333, 333)]  # none is a probe's size
+    images = [draw_image(seed, size) for seed, size in enumerate(sizes)]
+    np.testing.assert_allclose(exported.embed(images), eager.embed(images), atol=1e-5)
+
+
+def test_a_size_dependent_model_keeps_its_sizes_through_onnx_runtime(tmp_path: Path) -> None:
+    encoder = SscdEncoder(save_scripted(ShapeEcho(), tmp_path / SSCD_FILE))
+    assert encoder._onnx is not None
+    vectors = encoder.embed([draw_image(1, (400, 300)), draw_image(2, (300, 900))])
+    sizes = np.rint(vectors[:, :2] / vectors[:, 2:3]).astype(int).tolist()
+    assert sizes == [[288, 384], [864, 288]]
+
+
+def test_an_export_that_disagrees_with_torch_is_refused_and_torch_runs_it(
+    tiny_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(1)
+    other = TinySscd().eval()  # other weights: what a wrong export would compute
+    real_export = onnx.export
+
+    def wrong_export(model: nn.Module, example: torch.Tensor, **kwargs: bool) -> bytes:
+        return real_export(other, example, **kwargs)
+
+    monkeypatch.setattr(onnx, "export", wrong_export)
+    with caplog.at_level(logging.WARNING):
+        encoder = SscdEncoder(tiny_file)
+    assert encoder._onnx is None
+    assert "differs from torch" in caplog.text and "running it in torch" in caplog.text
+    images = [draw_image(seed) for seed in range(3)]
+    expected = SscdEncoder(tiny_file, runtime="torch").embed(images)
+    np.testing.assert_allclose(encoder.embed(images), expected, atol=1e-6)
