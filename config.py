@@ -62,9 +62,9 @@ class EmbedSettings(BaseModel):
     # auto: bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX), fp16 on CUDA, else fp32;
     # fp32 forces full precision; bf16 forces bf16 even where the CPU only emulates it (slow).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    # auto: ONNX Runtime where the model runs fp32 on the CPU (about 1.5x eager torch there, same
-    # vectors; see embed/onnx.py), torch elsewhere (bf16 autocast, CUDA); torch forces torch;
-    # onnx requires a CPU fp32 plan.
+    # auto: ONNX Runtime where a model runs fp32 on the CPU (ResNet50 1.5x, SSCD 2x eager torch,
+    # same vectors; see embed/onnx.py), torch elsewhere (bf16 autocast, CUDA); torch forces
+    # torch; onnx requires a CPU fp32 plan for the encoder.
     runtime: Literal["auto", "torch", "onnx"] = "auto"
 
 
