@@ -49,6 +49,14 @@ class S3Settings(BaseModel):
     # without a KMS refuses any SSE header).
     sse: Literal["AES256", "aws:kms", "none"] = "AES256"
     sse_kms_key_id: str = ""
+    # The S3 endpoint as visitors' browsers reach it, when it differs from endpoint_url (compose:
+    # MinIO published on 127.0.0.1:9000 while the app calls http://minio:9000); presigned links
+    # are signed for it.
+    browser_endpoint_url: str = ""
+    # Result cards and the catalog grid load thumbnails straight from S3 through presigned
+    # links (valid one hour, for that object only) instead of one GET through the app per card;
+    # false keeps every image behind the app.
+    direct_thumbnails: bool = True
 
 
 class EmbedSettings(BaseModel):

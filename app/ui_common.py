@@ -142,9 +142,14 @@ def filter_controls(runtime: Runtime, count: int, prefix: str) -> Filters:
 
 
 def thumbnail(runtime: Runtime, payload: dict[str, Any], pid: str) -> None:
-    """A catalog image's thumbnail, or a caption saying it is unavailable."""
+    """A catalog image's thumbnail, or a caption saying it is unavailable.
+
+    From S3 the browser loads it through a presigned link, so a page of cards costs the app no
+    downloads; otherwise the app reads the bytes and Streamlit serves them.
+    """
     try:
-        st.image(runtime.images.get(str(payload["thumbnail_key"])), width="stretch")
+        key = str(payload["thumbnail_key"])
+        st.image(runtime.images.thumbnail_link(key) or runtime.images.get(key), width="stretch")
     except (StoreError, KeyError):
         log.warning("thumbnail missing for %s", pid, exc_info=True)
         st.caption("(thumbnail unavailable)")

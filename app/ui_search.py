@@ -22,6 +22,7 @@ from app.ui_common import (
     md,
     sentence,
     show_error,
+    thumbnail,
     timeline_table,
     title_of,
     url,
@@ -315,11 +316,7 @@ def grid(runtime: Runtime, cards: list[Card], higher_is_better: bool) -> None:
 def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> None:
     """One result."""
     p = match.payload
-    try:
-        st.image(runtime.search.thumbnail(match), width="stretch")
-    except (StoreError, KeyError):
-        log.warning("thumbnail missing for %s", match.id, exc_info=True)
-        st.caption("(thumbnail unavailable)")
+    thumbnail(runtime, p, match.id)
     label = "score" if higher_is_better else "distance"
     exact = " · same file" if match.exact else " · edited copy" if match.copy else ""
     st.markdown(f"**{rank}. {md(title_of(p))}**  \n{label} {match.score:.4f}{exact}")

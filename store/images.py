@@ -44,6 +44,9 @@ class ImageStore(Protocol):
     def link(self, key: str) -> str | None:
         """A URL a browser can open for key, where the backend can give one."""
 
+    def thumbnail_link(self, key: str) -> str | None:
+        """A URL for the browser to load a thumbnail from directly, or None: serve the bytes."""
+
     def describe(self) -> str:
         """Where the store lives, for logs and messages."""
 
@@ -114,6 +117,10 @@ class LocalImageStore:
         """Local files have no URL a remote browser could open."""
         return None
 
+    def thumbnail_link(self, key: str) -> str | None:
+        """The app serves local thumbnails itself."""
+        return None
+
     def describe(self) -> str:
         """The folder."""
         return str(self.root)
@@ -130,8 +137,13 @@ class S3ImageStore:
         *,
         sse: str = "AES256",
         sse_kms_key_id: str = "",
+        link_client: Any = None,
+        direct_thumbnails: bool = False,
     ) -> None:
         self.client = client
+        # Signs links for the endpoint browsers reach (signing is local: no request is made).
+        self.link_client = link_client or client
+        self.direct_thumbnails = direct_thumbnails
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.encryption: dict[str, str] = {}  # put_object's server-side encryption arguments
@@ -199,10 +211,15 @@ class S3ImageStore:
 
     def link(self, key: str) -> str | None:
         """A presigned GET URL valid for one hour (the bucket itself is never public)."""
-        url: str = self.client.generate_presigned_url(
+        url: str = self.link_client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=3600
         )
         return url
+
+    def thumbnail_link(self, key: str) -> str | None:
+        """A presigned link, so the browser loads the card's thumbnail from S3 itself (unless
+        IMGSEARCH_S3__DIRECT_THUMBNAILS is false)."""
+        return self.link(key) if self.direct_thumbnails else None
 
     def describe(self) -> str:
         """The bucket and prefix."""
@@ -216,6 +233,7 @@ def make_s3_client(s3: S3Settings) -> Any:
 
     config = Config(
         s3={"addressing_style": s3.addressing_style},
+        signature_version="s3v4",  # presigned links too: SigV2 is refused by newer regions
         retries={"max_attempts": 5, "mode": "standard"},
         connect_timeout=5,
         read_timeout=30,
@@ -241,12 +259,18 @@ def make_image_store(settings: Settings, s3_client: Any = None) -> ImageStore:
     url = settings.storage.url
     if url.startswith("s3://"):
         bucket, prefix = parse_s3_url(url)
+        s3 = settings.s3
+        browser = s3.browser_endpoint_url
         return S3ImageStore(
-            s3_client or make_s3_client(settings.s3),
+            s3_client or make_s3_client(s3),
             bucket,
             prefix,
-            sse=settings.s3.sse,
-            sse_kms_key_id=settings.s3.sse_kms_key_id,
+            sse=s3.sse,
+            sse_kms_key_id=s3.sse_kms_key_id,
+            link_client=make_s3_client(s3.model_copy(update={"endpoint_url": browser}))
+            if browser
+            else None,
+            direct_thumbnails=s3.direct_thumbnails,
         )
     root = Path(url.removeprefix("file://")) if url else settings.images_dir
     return LocalImageStore(root.expanduser())

@@ -110,3 +110,26 @@ def test_s3_server_side_encryption_follows_the_setting(
     make_image_store(settings).put(f"originals/{sse}.jpg", b"bytes", "image/jpeg")
     head = make_s3_client(settings.s3).head_object(Bucket=s3_bucket, Key=f"enc/originals/{sse}.jpg")
     assert head.get("ServerSideEncryption") == stored
+
+
+def test_thumbnail_links_are_presigned_for_the_browser_endpoint_unless_turned_off(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    def store_with(**s3: object) -> ImageStore:
+        return make_image_store(
+            make_settings(
+                tmp_path / "data",
+                storage={"url": f"s3://{s3_bucket}/catalog"},
+                s3={"endpoint_url": s3_endpoint, "region": "us-east-1", **s3},
+            )
+        )
+
+    browser = s3_endpoint.replace("127.0.0.1", "localhost")
+    direct = store_with(addressing_style="path", browser_endpoint_url=browser)
+    direct.put("thumbnails/t.jpg", b"thumb", "image/jpeg")
+    link = direct.thumbnail_link("thumbnails/t.jpg")
+    assert link is not None and link.startswith(f"{browser}/{s3_bucket}/catalog/thumbnails/t.jpg?")
+    assert "X-Amz-Signature=" in link and "X-Amz-Expires=3600" in link  # SigV4, one hour
+    assert httpx.get(link).content == b"thumb"
+    assert store_with(addressing_style="path", direct_thumbnails=False).thumbnail_link("t") is None
+    assert make_image_store(make_settings(tmp_path / "local")).thumbnail_link("t") is None

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -629,3 +630,64 @@ def test_with_a_text_model_words_search_the_catalog(
     assert [e.value for e in at.error] == [
         "A text query can be combined with catalog ids, not with example images."
     ]
+
+
+def _s3_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, endpoint: str, bucket: str, **s3: Any
+) -> Settings:
+    """Three images in an S3 catalog on the loopback endpoint; the page gets the same settings."""
+    monkeypatch.setenv("IMGSEARCH_STORAGE__URL", f"s3://{bucket}/catalog")
+    monkeypatch.setenv("IMGSEARCH_S3__ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("IMGSEARCH_S3__REGION", "us-east-1")
+    monkeypatch.setenv("IMGSEARCH_S3__ADDRESSING_STYLE", "path")
+    for name, value in s3.items():
+        monkeypatch.setenv(f"IMGSEARCH_S3__{name.upper()}", str(value).lower())
+    settings = make_settings(
+        tmp_path / "data",
+        storage={"url": f"s3://{bucket}/catalog"},
+        s3={"endpoint_url": endpoint, "region": "us-east-1", "addressing_style": "path", **s3},
+    )
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"photo{i}.jpg").write_bytes(image_bytes(300 + i))
+    runtime = Runtime(settings)
+    try:
+        runtime.pipeline.run([FolderSource("news", photos)])
+    finally:
+        runtime.close()
+    return settings
+
+
+def _image_urls(at: AppTest) -> list[str]:
+    return [url for element in at.image for url in element.value]
+
+
+def test_s3_thumbnails_load_in_the_browser_through_presigned_links(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    browser = s3_endpoint.replace("127.0.0.1", "localhost")  # another name, as compose has
+    settings = _s3_catalog(
+        tmp_path, monkeypatch, s3_endpoint, s3_bucket, browser_endpoint_url=browser
+    )
+    at = app_for(settings, monkeypatch).run()
+    at.file_uploader[0].set_value(("q.jpg", image_bytes(301), "image/jpeg")).run()
+    assert not at.exception
+    urls = [u for u in _image_urls(at) if not u.startswith("/mock/media/")]  # not the upload
+    assert len(urls) == 3
+    assert all(u.startswith(f"{browser}/{s3_bucket}/catalog/thumbnails/") for u in urls)
+    for url in urls:  # each link opens the thumbnail itself, a JPEG, without the app
+        answer = httpx.get(url)
+        assert answer.status_code == 200 and answer.content[:3] == b"\xff\xd8\xff"
+    assert "X-Amz-Signature" in urls[0] and "X-Amz-Expires=3600" in urls[0]
+
+
+def test_with_direct_thumbnails_off_the_app_serves_the_s3_thumbnails(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _s3_catalog(tmp_path, monkeypatch, s3_endpoint, s3_bucket, direct_thumbnails=False)
+    at = app_for(settings, monkeypatch).run()
+    at.file_uploader[0].set_value(("q.jpg", image_bytes(301), "image/jpeg")).run()
+    assert not at.exception
+    urls = _image_urls(at)
+    assert len(urls) >= 3 and all(u.startswith("/mock/media/") for u in urls)
