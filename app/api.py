@@ -102,6 +102,9 @@ class SearchBody(BaseModel):
     threshold: float | None = None
 
 
+WARMUP_WAIT_S = 120.0  # a stop waits this long at most for the models to finish loading
+
+
 class Warmup:
     """Loads the model and opens the index in the background when the server starts."""
 
@@ -113,6 +116,12 @@ class Warmup:
     def loading(self) -> bool:
         """True while the first load is still running."""
         return self.thread is not None and self.thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        """Wait for a load in flight to end: models' native threads must not outlive the
+        interpreter (ONNX Runtime aborts the process if its session is torn down mid-load)."""
+        if self.thread is not None:
+            self.thread.join(timeout)
 
     def start(self, runtime: Runtime) -> None:
         """Warm `runtime` up, then start the in-app schedule where it belongs."""
@@ -630,17 +639,19 @@ def build_server(settings: Settings) -> st.App:
             yield None
         finally:
             warmup.stopping.set()
-            await asyncio.to_thread(_shut_down)
+            await asyncio.to_thread(_shut_down, warmup)
 
     api = create_api(settings, warmup=warmup)
     ui = Path(__file__).with_name("ui.py")
     return st.App(ui, routes=[Mount(PREFIX, app=api)], lifespan=lifespan)
 
 
-def _shut_down() -> None:
-    """Stop the in-app schedule (a running job ends after its batch), then close the index."""
+def _shut_down(warmup: Warmup) -> None:
+    """Let a model load in flight finish, stop the in-app schedule (a running job ends after
+    its batch), then close the index."""
     from app.worker import shutdown_in_app
 
+    warmup.wait(WARMUP_WAIT_S)
     shutdown_in_app()  # before the interpreter-exit hook, which would come too late
     close_shared_runtimes()
     log.info("stopped")

@@ -385,6 +385,44 @@ def test_an_index_that_does_not_answer_is_503(tmp_path: Path) -> None:
         stop(server)
 
 
+def test_sigterm_while_the_model_loads_waits_for_it_and_exits_0(tmp_path: Path) -> None:
+    # Stopped as soon as the page answers, while the models are still loading in a background
+    # thread: the stop must wait for that load (ONNX Runtime aborts a process that exits under
+    # a session being built) and end with exit status 0.
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=child_env(tmp_path / "data", None),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+
+        def page_up() -> bool:
+            assert process.poll() is None, log.read_text()[-2000:]
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).is_success
+            except httpx.HTTPError:
+                return False
+
+        wait_for(page_up, STARTUP_S, "the page to answer", every=0.05)
+        loading = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+        if loading.status_code != 503:  # a machine fast enough to load within milliseconds
+            pytest.skip("the models had finished loading before the stop: no race to check")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=150) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "terminate called" not in text and "Traceback" not in text, text[-3000:]
+    assert "imgsearch.api: stopped" in text
+
+
 # -- shutdown (last: it stops the module's server) ----------------------------------------------
 def test_sigterm_stops_serve_cleanly_without_a_traceback(served: Served) -> None:
     served.process.send_signal(signal.SIGTERM)
