@@ -25,7 +25,7 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from config import EmbedSettings
-from embed.onnx import OnnxModel, OnnxUnavailable
+from embed.onnx import OnnxModel, compile_or_none
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,10 @@ class Encoder:
 
     def _compile_onnx(self, model: nn.Module) -> OnnxModel | None:
         probe = torch.randn(2, 3, CROP, CROP, generator=torch.Generator().manual_seed(0))
-        try:
-            return OnnxModel(model, [probe], threads=self.plan.threads)
-        except OnnxUnavailable as exc:
-            # Same vectors either way; only the speed differs, so say so and go on in torch.
-            log.warning("ONNX Runtime could not load the encoder (%s); running it in torch", exc)
+        compiled = compile_or_none(model, [probe], threads=self.plan.threads, what="the encoder")
+        if compiled is None:
             self.plan = dataclasses.replace(self.plan, runtime="torch")
-            return None
+        return compiled
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (safe to call from worker threads)."""

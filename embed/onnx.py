@@ -87,6 +87,23 @@ class OnnxModel:
         return result
 
 
+def compile_or_none(
+    model: nn.Module,
+    probes: Sequence[torch.Tensor],
+    *,
+    threads: int,
+    what: str,
+    any_size: bool = False,
+) -> OnnxModel | None:
+    """`model` in ONNX Runtime, or None when it cannot run there (said once in the log): the
+    caller then runs it in torch, with the same vectors, only slower."""
+    try:
+        return OnnxModel(model, probes, threads=threads, any_size=any_size)
+    except OnnxUnavailable as exc:
+        log.warning("ONNX Runtime could not load %s (%s); running it in torch", what, exc)
+        return None
+
+
 def export(model: nn.Module, example: torch.Tensor, *, any_size: bool = False) -> bytes:
     """The model as an ONNX graph with a free batch size (and height and width with
     `any_size`), exported in memory."""

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from embed.onnx import OnnxModel, OnnxUnavailable
+from embed.onnx import OnnxModel, compile_or_none
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,13 @@ class SscdEncoder:
             torch.randn(1, 3, 288, 352, generator=seeded),
             torch.randn(2, 3, 320, 288, generator=seeded),
         ]
-        try:
-            return OnnxModel(self.model, probes, threads=torch.get_num_threads(), any_size=True)
-        except OnnxUnavailable as exc:
-            log.warning("ONNX Runtime could not load the SSCD model (%s); running it in torch", exc)
-            return None
+        return compile_or_none(
+            self.model,
+            probes,
+            threads=torch.get_num_threads(),
+            what="the SSCD model",
+            any_size=True,
+        )
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one image into the model's input tensor (safe to call from worker threads)."""
