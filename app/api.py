@@ -10,15 +10,18 @@ id, 413 above the upload limit (checked against Content-Length before the body i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -664,7 +667,30 @@ def serve(settings: Settings, flags: dict[str, Any]) -> None:
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler found
     # here: make that a normal exit, so supervisord sees a stop on request (exit status 0).
     signal.signal(signal.SIGTERM, _stopped)
-    build_server(settings).run(config=options)
+    try:
+        build_server(settings).run(config=options)
+    except SystemExit as stop:
+        leave(stop.code if isinstance(stop.code, int) else 1)
+    except KeyboardInterrupt:  # SIGINT: uvicorn has shut down, then raised it again
+        print("Interrupted.", file=sys.stderr)
+        leave(130)
+    leave(0)
+
+
+def leave(code: int) -> NoReturn:
+    """Exit once the server's own shutdown is done, without the interpreter's teardown.
+
+    A page's search runs on a Streamlit script thread, which is a daemon: when the interpreter
+    tears down while one is still inside the model (torch or ONNX Runtime), the native runtime
+    aborts the process (SIGABRT, measured), and supervisord records a crash instead of a stop.
+    By now the schedule is stopped and the index closed, so nothing is left to lose: flush the
+    logs and the standard streams, and exit with the status the stop deserves.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

@@ -423,11 +423,52 @@ def test_sigterm_while_the_model_loads_waits_for_it_and_exits_0(tmp_path: Path) 
     assert "imgsearch.api: stopped" in text
 
 
+# A search on a page runs on a Streamlit script thread, a daemon. The child stands in for that
+# thread with one that embeds without pause, then ends as `serve` ends after its shutdown.
+_EXIT_UNDER_A_SEARCH = """
+import sys, threading, time
+from PIL import Image
+from app.api import leave
+from config import Settings
+from embed.encoder import load_encoder
+encoder = load_encoder(Settings().embed)
+photo = Image.new("RGB", (320, 240), (90, 120, 30))
+busy = threading.Event()
+def embed_forever():
+    while True:
+        busy.set()
+        encoder.embed([photo] * 4)
+threading.Thread(target=embed_forever, daemon=True).start()
+busy.wait(120)
+time.sleep(0.3)
+print("leaving", flush=True)
+leave(0)
+"""
+
+
+def test_serve_exits_0_while_a_daemon_thread_is_inside_the_model(tmp_path: Path) -> None:
+    # The interpreter's own teardown aborts under a thread running model code (SIGABRT, exit
+    # 134: measured 9 of 9 with sys.exit in this child); `leave`, which serve ends with, exits 0.
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", _EXIT_UNDER_A_SEARCH],
+            cwd=ROOT,
+            env=child_env(tmp_path / "data", None),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip() == "leaving"
+        assert "terminate called" not in done.stderr
+
+
 # -- shutdown (last: it stops the module's server) ----------------------------------------------
 def test_sigterm_stops_serve_cleanly_without_a_traceback(served: Served) -> None:
     served.process.send_signal(signal.SIGTERM)
-    served.process.wait(timeout=30)
+    status = served.process.wait(timeout=30)
     log = served.stderr.read_text()
+    assert status == 0, log[-3000:]
     assert "Traceback" not in log and "Exception ignored" not in log, log[-3000:]
     assert "imgsearch.api: stopped" in log
     # The embedded index was released: another process can open it now.
