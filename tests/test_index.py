@@ -299,3 +299,28 @@ def test_a_migration_keeps_vectors_this_process_does_not_declare(tmp_path: Path)
     again.close()
     assert set(hit.vectors) == {"image", "sscd"}
     assert hit.payload == {"title": "a"}
+
+
+def test_a_server_collection_declares_binary_quantization_on_binary_vectors(
+    tmp_path: Path,
+) -> None:
+    # qdrant-client's local mode keeps a collection's declared parameters as a server would.
+    from qdrant_client import models
+
+    from store.client import ClientIndex
+
+    specs = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "dot", binary=True)]
+    index = open_local_index(tmp_path / "q", "images", specs=specs, engine="local")
+    assert isinstance(index, ClientIndex)
+    try:
+        index.count()
+        vectors = index.client.get_collection("images").config.params.vectors
+        assert isinstance(vectors, dict)
+        pdq = vectors["pdq"].quantization_config
+        assert isinstance(pdq, models.BinaryQuantization) and pdq.binary.always_ram
+        assert vectors["image"].quantization_config is None
+        bits = np.where(np.arange(256) % 3 == 0, 1.0, -1.0).astype(np.float32)
+        index.upsert([PointRecord(point_id("a"), {"image": unit_vectors(1)[0], "pdq": bits}, {})])
+        assert index.query(bits, using="pdq", top_k=1)[0].score == pytest.approx(256.0)
+    finally:
+        index.close()

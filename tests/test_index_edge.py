@@ -180,3 +180,91 @@ def test_a_swap_killed_between_the_renames_keeps_the_old_shard(tmp_path: Path) -
         assert not (edge / "images.old").exists() and not (edge / "images.building").exists()
     finally:
         again.close()
+
+
+BINARY_SPECS = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "dot", binary=True)]
+
+
+def signed_bits(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random((n, 256)) > 0.5, 1.0, -1.0).astype(np.float32)
+
+
+def quantized_segments(index: EdgeIndex, vector: str) -> list[Path]:
+    """The shard's segments that hold a quantized copy of `vector` (the engine's file layout)."""
+    return list((index.path / "segments").glob(f"*/vector_storage-{vector}/quantized.meta.json"))
+
+
+def assert_exact_pdq_answers(index: EdgeIndex, bits: np.ndarray) -> None:
+    """Queries 12 bits away from stored hashes: the stored one first at dot 256 - 2 x 12, and
+    every score the exact dot product of the full vectors (what the verdict's Hamming reads)."""
+    rng = np.random.default_rng(7)
+    for target in rng.choice(len(bits), 10, replace=False):
+        query = bits[target].copy()
+        query[rng.choice(256, 12, replace=False)] *= -1
+        hits = index.query(query, using="pdq", top_k=5)
+        assert hits[0].id == point_id(f"s{target}") and hits[0].score == 256 - 2 * 12
+        expected = np.sort(bits @ query)[::-1][:5]
+        assert [h.score for h in hits] == expected.tolist()
+
+
+def test_pdq_bits_are_indexed_as_binary_quantized_vectors_and_score_exactly(
+    tmp_path: Path,
+) -> None:
+    vectors, bits = unit_vectors(1500), signed_bits(1500)
+    index = open_local_index(tmp_path / "q", "images", specs=BINARY_SPECS, hnsw_after=100)
+    assert isinstance(index, EdgeIndex)
+    try:
+        index.upsert(
+            [
+                PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {})
+                for i in range(len(bits))
+            ]
+        )
+        index.build_hnsw(wait=True)
+        config = json.loads((index.path / "edge_config.json").read_text())["vectors"]
+        assert config["pdq"]["quantization_config"] == {"binary": {"always_ram": True}}
+        assert "quantization_config" not in config["image"]
+        assert quantized_segments(index, "pdq") and not quantized_segments(index, "image")
+        assert_exact_pdq_answers(index, bits)
+    finally:
+        index.close()
+
+
+def test_a_catalog_made_before_binary_quantization_gets_it_and_is_reindexed(
+    tmp_path: Path,
+) -> None:
+    vectors, bits = unit_vectors(1200), signed_bits(1200)
+    plain = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "dot")]
+    old = open_local_index(tmp_path / "q", "images", specs=plain, hnsw_after=100)
+    assert isinstance(old, EdgeIndex)
+    old.upsert(
+        [
+            PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {"i": i})
+            for i in range(len(bits))
+        ]
+    )
+    old.build_hnsw(wait=True)
+    assert not quantized_segments(old, "pdq")
+    old.close()
+    index = open_local_index(tmp_path / "q", "images", specs=BINARY_SPECS)
+    assert isinstance(index, EdgeIndex)
+    try:
+        assert index.count() == 1200
+        assert index._build is not None, "the upgraded config starts a re-index"
+        assert index.query(vectors[3], top_k=1)[0].id == point_id("s3")  # answers meanwhile
+        index.build_hnsw(wait=True)
+        assert quantized_segments(index, "pdq")
+        assert index.count() == 1200
+        assert index.get([point_id("s5")])[0].payload == {"i": 5}
+        assert index.query(vectors[77], top_k=1)[0].id == point_id("s77")
+        assert_exact_pdq_answers(index, bits)
+    finally:
+        index.close()
+    again = open_local_index(tmp_path / "q", "images", specs=BINARY_SPECS)
+    assert isinstance(again, EdgeIndex)
+    try:
+        assert again._build is None, "nothing left to upgrade"
+        assert_exact_pdq_answers(again, bits)
+    finally:
+        again.close()
