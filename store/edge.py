@@ -532,9 +532,10 @@ def _take_lock(path: Path, folder: Path) -> IO[bytes]:
 def _vector_params(size: int, distance: qe.Distance, binary: bool) -> qe.EdgeVectorParams:
     """A named vector's parameters; a binary one keeps its bits in RAM, quantized.
 
-    Measured on 100k random +-1 PDQ vectors here: HNSW build 4x and a batch of 8 queries 3x
-    faster, with the same neighbours and the same exact scores (a dot product of +-1 vectors is
-    their bits' agreement).
+    Measured here: on 20k random +-1 vectors the HNSW build was 4x faster (21.7 -> 5.4 s) and a
+    batch of 8 queries 3x (8.5 -> 2.8 ms); in a 100k-image catalog a search's 8 PDQ queries went
+    from 14 to 7 ms. The neighbours and scores are the exact ones: a dot product of +-1 vectors
+    is a function of how many of their bits agree, which is what the bits keep.
     """
     quantization = qe.BinaryQuantizationConfig(always_ram=True) if binary else None
     return qe.EdgeVectorParams(size=size, distance=distance, quantization_config=quantization)
