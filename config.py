@@ -25,7 +25,9 @@ class QdrantSettings(BaseModel):
     engine: Literal["edge", "local"] = "edge"
     # Edge: build the HNSW graph in the background once this many points are new (0: default).
     hnsw_after: int = Field(default=0, ge=0)
-    # Server: gRPC (port grpc_port) for points traffic; quantization "int8" = scalar, rescored.
+    # Server: gRPC (port grpc_port) for points traffic. quantization "int8": both engines keep
+    # an int8 copy of the float vectors that HNSW searches, rescored with the full vectors (PDQ's
+    # +-1 vectors are always kept as bits, which is exact).
     prefer_grpc: bool = True
     grpc_port: int = Field(default=6334, ge=1, le=65535)
     quantization: Literal["none", "int8"] = "none"

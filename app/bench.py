@@ -156,6 +156,7 @@ def _describe(encoder: Encoder, settings: Settings, baseline_threads: int) -> di
         "batch_size": settings.embed.batch_size,
         "weights": encoder.weights_label,
         "engine": settings.qdrant.engine,
+        "quantization": settings.qdrant.quantization,
     }
 
 

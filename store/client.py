@@ -13,6 +13,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from config import QdrantSettings
 from store.index import (
+    OVERSAMPLING,
     PAYLOAD_INDEXES,
     SCHEMA,
     AnyOf,
@@ -65,6 +66,12 @@ except ImportError:  # pragma: no cover - grpcio ships with qdrant-client
 
 # A +-1 vector (VectorSpec.binary) loses nothing to one bit per component.
 BINARY = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+# With int8 the nearest (twice as many as asked for, as store/edge.py measured) are rescored
+# with the full vectors, asked for rather than left to the server's choice, so a score (and a
+# threshold) means the same with quantization as without.
+RESCORED = models.SearchParams(
+    quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+)
 
 
 class ClientIndex(VectorIndex):
@@ -324,6 +331,7 @@ class ClientIndex(VectorIndex):
                     score_threshold=threshold,
                     filter=flt,
                     with_payload=True,
+                    params=RESCORED if self.quantization else None,
                 )
                 for vector in vectors
             ],
@@ -365,6 +373,7 @@ class ClientIndex(VectorIndex):
             score_threshold=threshold,
             query_filter=build_filter(where),
             with_payload=True,
+            search_params=RESCORED if self.quantization else None,
         )
         return [_hit(point) for point in response.points]
 

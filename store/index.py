@@ -54,6 +54,11 @@ class BadFilter(ValueError):
     """A `where` filter of a shape the index does not understand; one sentence why."""
 
 
+# With int8 quantization, this many times the asked-for nearest are rescored with the full
+# vectors (recall measured in store/edge.py's _vector_params).
+OVERSAMPLING = 2.0
+
+
 @dataclass(frozen=True)
 class VectorSpec:
     """One named vector of every point: its size and distance."""
@@ -463,6 +468,7 @@ def open_index(
         specs=specs,
         engine=q.engine,
         hnsw_after=q.hnsw_after,
+        quantization=q.quantization == "int8",
     )
 
 
@@ -475,13 +481,15 @@ def open_local_index(
     specs: Sequence[VectorSpec] | None = None,
     engine: Literal["edge", "local"] = "edge",
     hnsw_after: int = 0,
+    quantization: bool = False,
 ) -> VectorIndex:
     """Open an embedded index folder (or ":memory:"); a held folder raises IndexLocked.
 
     engine "edge" (the default) is Qdrant Edge, which first moves in any catalog that
     qdrant-client's local mode left in the folder; "local" is qdrant-client's local mode.
     hnsw_after: build the HNSW graph in the background once that many points are unindexed
-    (0: Qdrant's own indexing threshold).
+    (0: Qdrant's own indexing threshold). quantization: Edge keeps an int8 copy of the
+    vectors that are not binary (local mode has no quantization).
     """
     if engine == "local":
         from store.client import open_local_mode_index
@@ -490,7 +498,13 @@ def open_local_index(
     from store.edge import open_edge_index
 
     return open_edge_index(
-        path, collection, distance, upsert_batch, specs=specs, hnsw_after=hnsw_after
+        path,
+        collection,
+        distance,
+        upsert_batch,
+        specs=specs,
+        hnsw_after=hnsw_after,
+        quantization=quantization,
     )
 
 

@@ -324,3 +324,32 @@ def test_a_server_collection_declares_binary_quantization_on_binary_vectors(
         assert index.query(bits, using="pdq", top_k=1)[0].score == pytest.approx(256.0)
     finally:
         index.close()
+
+
+# Local mode searches exactly and says that search parameters have no effect there.
+@pytest.mark.filterwarnings("ignore:Local mode performs exact")
+def test_server_int8_collections_are_rescored_and_pdq_stays_binary() -> None:
+    from qdrant_client import QdrantClient, models
+
+    from store.client import ClientIndex
+
+    specs = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "dot", binary=True)]
+    index = ClientIndex(QdrantClient(":memory:"), "images", specs=specs, quantization=True)
+    try:
+        vectors = unit_vectors(20)
+        bits = np.where(vectors[:, :256] > 0, 1.0, -1.0).astype(np.float32)
+        index.upsert(
+            [
+                PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {})
+                for i in range(20)
+            ]
+        )
+        # Local mode keeps per-vector parameters but not the collection's int8 setting.
+        info = index.client.get_collection("images").config
+        assert isinstance(info.params.vectors, dict)
+        assert isinstance(info.params.vectors["pdq"].quantization_config, models.BinaryQuantization)
+        (hit,) = index.query(vectors[4], top_k=1)  # a request with rescore=True is accepted
+        assert hit.id == point_id("s4") and hit.score == pytest.approx(1.0, abs=1e-5)
+        assert index.recommend([point_id("s4")], top_k=1)[0].id != point_id("s4")
+    finally:
+        index.close()

@@ -268,3 +268,42 @@ def test_a_catalog_made_before_binary_quantization_gets_it_and_is_reindexed(
         assert_exact_pdq_answers(again, bits)
     finally:
         again.close()
+
+
+def test_int8_on_request_searches_an_int8_copy_and_rescores_and_can_be_turned_off(
+    tmp_path: Path,
+) -> None:
+    vectors, bits = unit_vectors(1500), signed_bits(1500)
+    points = [
+        PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {})
+        for i in range(len(bits))
+    ]
+    index = open_local_index(
+        tmp_path / "q", "images", specs=BINARY_SPECS, hnsw_after=100, quantization=True
+    )
+    assert isinstance(index, EdgeIndex)
+    try:
+        index.upsert(points)
+        index.build_hnsw(wait=True)
+        config = json.loads((index.path / "edge_config.json").read_text())["vectors"]
+        assert set(config["image"]["quantization_config"]) == {"scalar"}
+        assert set(config["pdq"]["quantization_config"]) == {"binary"}
+        assert quantized_segments(index, "image")
+        for i in (3, 700, 1499):
+            hits = index.query(vectors[i], top_k=3)
+            assert hits[0].id == point_id(f"s{i}")
+            exact = np.sort(vectors @ vectors[i])[::-1][:3]  # rescored: the float scores
+            assert [h.score for h in hits] == pytest.approx(exact.tolist(), abs=1e-5)
+        assert_exact_pdq_answers(index, bits)
+    finally:
+        index.close()
+    plain = open_local_index(tmp_path / "q", "images", specs=BINARY_SPECS)
+    assert isinstance(plain, EdgeIndex)
+    try:
+        assert plain.count() == 1500
+        assert plain._build is not None, "turning int8 off re-indexes"
+        plain.build_hnsw(wait=True)
+        assert not quantized_segments(plain, "image") and quantized_segments(plain, "pdq")
+        assert plain.query(vectors[42], top_k=1)[0].id == point_id("s42")
+    finally:
+        plain.close()
