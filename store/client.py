@@ -64,14 +64,11 @@ except ImportError:  # pragma: no cover - grpcio ships with qdrant-client
     pass
 
 
+INT8 = models.ScalarQuantization(
+    scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+)
 # A +-1 vector (VectorSpec.binary) loses nothing to one bit per component.
 BINARY = models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
-# With int8 the nearest (twice as many as asked for, as store/edge.py measured) are rescored
-# with the full vectors, asked for rather than left to the server's choice, so a score (and a
-# threshold) means the same with quantization as without.
-RESCORED = models.SearchParams(
-    quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
-)
 
 
 class ClientIndex(VectorIndex):
@@ -87,12 +84,14 @@ class ClientIndex(VectorIndex):
         *,
         payload_indexes: bool = False,
         quantization: bool = False,
+        search_params: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(collection, distance, **options)
         self.client = client
         self.payload_indexes = payload_indexes  # local mode has none (it warns)
         self.quantization = quantization
+        self.search_params = search_params  # local mode searches exactly (and warns on them)
 
     def _unavailable(self, exc: Exception) -> IndexUnavailable | None:
         if isinstance(exc, TRANSPORT_ERRORS):
@@ -125,7 +124,7 @@ class ClientIndex(VectorIndex):
         self.check_distances(
             {n: (str(p.distance.value).lower(), int(p.size)) for n, p in present.items()}
         )
-        self._quantize_binary(present)
+        self._quantize(info.config.quantization_config, present)
         missing = [name for name in self.specs if name not in present]
         if missing:
             undeclared = {n: p for n, p in present.items() if n not in self.specs}
@@ -139,9 +138,21 @@ class ClientIndex(VectorIndex):
                     )
         return meta
 
-    def _quantize_binary(self, present: Mapping[str, models.VectorParams]) -> None:
-        """Binary quantization on each binary vector of a collection made before it existed
-        (the server re-indexes in the background; local mode keeps no quantization)."""
+    def _quantize(self, current: Any, present: Mapping[str, models.VectorParams]) -> None:
+        """Bring a collection made with other settings to this quantization: int8 on or off,
+        binary on each binary vector (the server re-indexes in the background; local mode
+        ignores the change)."""
+        if self.quantization != isinstance(current, models.ScalarQuantization):
+            changed = self.client.update_collection(
+                self.collection,
+                quantization_config=INT8 if self.quantization else models.Disabled.DISABLED,
+            )
+            if changed:
+                log.info(
+                    "%s: int8 quantization %s",
+                    self.collection,
+                    "on" if self.quantization else "off",
+                )
         for name, spec in self.specs.items():
             params = present.get(name)
             if spec.binary and params is not None and params.quantization_config is None:
@@ -151,6 +162,22 @@ class ClientIndex(VectorIndex):
                 )
                 if changed:
                     log.info("%s: binary quantization of the %s vectors", self.collection, name)
+
+    def _search_params(self, using: str) -> models.SearchParams | None:
+        """The vector's search breadth, if it sets one; with int8 the nearest (twice as many as
+        asked for, as store/edge.py measured) are rescored with the full vectors, asked for
+        rather than left to the server's choice, so a score (and a threshold) means the same
+        with quantization as without."""
+        spec = self.specs.get(using)
+        ef = spec.search_ef if spec is not None else None
+        if not self.search_params or (ef is None and not self.quantization):
+            return None
+        return models.SearchParams(
+            hnsw_ef=ef,
+            quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+            if self.quantization
+            else None,
+        )
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.client.update_collection(self.collection, metadata={"imgsearch": meta})
@@ -167,13 +194,7 @@ class ClientIndex(VectorIndex):
     ) -> None:
         """A collection with every declared vector, plus `keep`: vectors the catalog holds that
         this process does not declare (text search off for a while), so no vector is lost."""
-        quantization = (
-            models.ScalarQuantization(
-                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
-            )
-            if self.quantization
-            else None
-        )
+        quantization = INT8 if self.quantization else None
         self.client.create_collection(
             name,
             vectors_config={
@@ -331,7 +352,7 @@ class ClientIndex(VectorIndex):
                     score_threshold=threshold,
                     filter=flt,
                     with_payload=True,
-                    params=RESCORED if self.quantization else None,
+                    params=self._search_params(using),
                 )
                 for vector in vectors
             ],
@@ -373,7 +394,7 @@ class ClientIndex(VectorIndex):
             score_threshold=threshold,
             query_filter=build_filter(where),
             with_payload=True,
-            search_params=RESCORED if self.quantization else None,
+            search_params=self._search_params(using),
         )
         return [_hit(point) for point in response.points]
 
@@ -506,6 +527,7 @@ def open_server_index(q: QdrantSettings, specs: Sequence[VectorSpec] | None) -> 
         upsert_batch=q.upsert_batch,
         payload_indexes=True,
         quantization=q.quantization == "int8",
+        search_params=True,
     )
 
 

@@ -365,13 +365,19 @@ class EdgeIndex(VectorIndex):
         return [_hit(p) for p in points]
 
     def _search_params(self, using: str) -> qe.SearchParams | None:
-        """An int8 vector's nearest (twice as many as asked for) are rescored with the full
-        vectors (Edge does not by default), so scores and thresholds mean what they mean without
-        quantization (see _vector_params)."""
-        if self._quantized(using) != "scalar":
+        """The vector's search breadth, if it sets one; an int8 vector's nearest (twice as many
+        as asked for) are rescored with the full vectors (Edge does not by default), so scores
+        and thresholds mean what they mean without quantization (see _vector_params)."""
+        spec = self.specs.get(using)
+        ef = spec.search_ef if spec is not None else None
+        rescored = self._quantized(using) == "scalar"
+        if ef is None and not rescored:
             return None
         return qe.SearchParams(
+            hnsw_ef=ef,
             quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+            if rescored
+            else None,
         )
 
     def _examples(self, examples: Sequence[str | np.ndarray], using: str) -> list[np.ndarray]:

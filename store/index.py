@@ -69,6 +69,9 @@ class VectorSpec:
     # Every component is +1 or -1 (PDQ's bits): binary quantization keeps one bit of each, which
     # loses nothing, so both engines index and search it as bits.
     binary: bool = False
+    # HNSW's search breadth (ef) for this vector, where the engine's default finds too few of
+    # the true nearest; None: the engine's default.
+    search_ef: int | None = None
 
     @property
     def higher_is_better(self) -> bool:

@@ -333,9 +333,21 @@ def test_server_int8_collections_are_rescored_and_pdq_stays_binary() -> None:
 
     from store.client import ClientIndex
 
-    specs = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "dot", binary=True)]
-    index = ClientIndex(QdrantClient(":memory:"), "images", specs=specs, quantization=True)
+    specs = [
+        VectorSpec("image", 2048, "cosine"),
+        VectorSpec("pdq", 256, "dot", binary=True, search_ef=512),
+    ]
+    index = ClientIndex(
+        QdrantClient(":memory:"), "images", specs=specs, quantization=True, search_params=True
+    )
     try:
+        # What the server is asked: the PDQ vector's breadth, rescoring with oversampling.
+        params = index._search_params("pdq")
+        assert params is not None and params.hnsw_ef == 512
+        assert params.quantization is not None and params.quantization.rescore
+        assert params.quantization.oversampling == 2.0
+        image_params = index._search_params("image")
+        assert image_params is not None and image_params.hnsw_ef is None
         vectors = unit_vectors(20)
         bits = np.where(vectors[:, :256] > 0, 1.0, -1.0).astype(np.float32)
         index.upsert(

@@ -307,3 +307,41 @@ def test_int8_on_request_searches_an_int8_copy_and_rescores_and_can_be_turned_of
         assert plain.query(vectors[42], top_k=1)[0].id == point_id("s42")
     finally:
         plain.close()
+
+
+def test_hashes_at_the_match_threshold_are_found_among_100k(tmp_path: Path) -> None:
+    # HNSW at Qdrant's default search breadth reached about 91% of these (measured: see
+    # embed/descriptors.PDQ_SEARCH_EF); the PDQ vector's own breadth must reach them all.
+    from embed.descriptors import PDQ_SEARCH_EF, specs
+    from tests.conftest import make_settings
+
+    (pdq,) = [s for s in specs(make_settings(tmp_path / "unused")) if s.name == "pdq"]
+    assert pdq.binary and pdq.search_ef == PDQ_SEARCH_EF
+    bits = signed_bits(100_000, seed=3)
+    # Built once, after every point is in (a build on the way would index only part of them).
+    index = open_local_index(tmp_path / "q", "images", specs=[pdq], hnsw_after=10**9)
+    assert isinstance(index, EdgeIndex)
+    try:
+        for start in range(0, len(bits), 5000):
+            index.upsert(
+                [
+                    PointRecord(point_id(f"s{i}"), {"pdq": bits[i]}, {})
+                    for i in range(start, start + 5000)
+                ]
+            )
+        index.build_hnsw(wait=True)
+        rng = np.random.default_rng(4)
+        targets = rng.choice(len(bits), 100, replace=False)
+        queries = []
+        for target in targets:
+            query = bits[target].copy()
+            query[rng.choice(256, 31, replace=False)] *= -1
+            queries.append(query)
+        answers = index.query_many(queries, using="pdq", top_k=8)
+        found = sum(
+            point_id(f"s{t}") in {h.id for h in hits}
+            for t, hits in zip(targets, answers, strict=True)
+        )
+        assert found >= 98, f"{found} of 100 copies at 31 bits found"
+    finally:
+        index.close()
