@@ -190,6 +190,16 @@ def signed_bits(n: int, seed: int = 1) -> np.ndarray:
     return np.where(rng.random((n, 256)) > 0.5, 1.0, -1.0).astype(np.float32)
 
 
+def points_of(vectors: np.ndarray, bits: np.ndarray, payload: bool = False) -> list[PointRecord]:
+    """One point per row: its image vector and its signed PDQ bits (and {"i": row})."""
+    return [
+        PointRecord(
+            point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {"i": i} if payload else {}
+        )
+        for i in range(len(bits))
+    ]
+
+
 def quantized_segments(index: EdgeIndex, vector: str) -> list[Path]:
     """The shard's segments that hold a quantized copy of `vector` (the engine's file layout)."""
     return list((index.path / "segments").glob(f"*/vector_storage-{vector}/quantized.meta.json"))
@@ -215,12 +225,7 @@ def test_pdq_bits_are_indexed_as_binary_quantized_vectors_and_score_exactly(
     index = open_local_index(tmp_path / "q", "images", specs=BINARY_SPECS, hnsw_after=100)
     assert isinstance(index, EdgeIndex)
     try:
-        index.upsert(
-            [
-                PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {})
-                for i in range(len(bits))
-            ]
-        )
+        index.upsert(points_of(vectors, bits))
         index.build_hnsw(wait=True)
         config = json.loads((index.path / "edge_config.json").read_text())["vectors"]
         assert config["pdq"]["quantization_config"] == {"binary": {"always_ram": True}}
@@ -238,12 +243,7 @@ def test_a_catalog_made_before_binary_quantization_gets_it_and_is_reindexed(
     plain = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "dot")]
     old = open_local_index(tmp_path / "q", "images", specs=plain, hnsw_after=100)
     assert isinstance(old, EdgeIndex)
-    old.upsert(
-        [
-            PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {"i": i})
-            for i in range(len(bits))
-        ]
-    )
+    old.upsert(points_of(vectors, bits, payload=True))
     old.build_hnsw(wait=True)
     assert not quantized_segments(old, "pdq")
     old.close()
@@ -274,10 +274,7 @@ def test_int8_on_request_searches_an_int8_copy_and_rescores_and_can_be_turned_of
     tmp_path: Path,
 ) -> None:
     vectors, bits = unit_vectors(1500), signed_bits(1500)
-    points = [
-        PointRecord(point_id(f"s{i}"), {"image": vectors[i], "pdq": bits[i]}, {})
-        for i in range(len(bits))
-    ]
+    points = points_of(vectors, bits)
     index = open_local_index(
         tmp_path / "q", "images", specs=BINARY_SPECS, hnsw_after=100, quantization=True
     )
