@@ -366,7 +366,7 @@ class ClientIndex(VectorIndex):
         negative: Sequence[str | np.ndarray] = (),
         *,
         using: str = "image",
-        strategy: Strategy = "average_vector",
+        strategy: Strategy = Strategy.AVERAGE_VECTOR,
         top_k: int = 10,
         offset: int = 0,
         threshold: float | None = None,

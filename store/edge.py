@@ -332,7 +332,7 @@ class EdgeIndex(VectorIndex):
         negative: Sequence[str | np.ndarray] = (),
         *,
         using: str = "image",
-        strategy: Strategy = "average_vector",
+        strategy: Strategy = Strategy.AVERAGE_VECTOR,
         top_k: int = 10,
         offset: int = 0,
         threshold: float | None = None,
@@ -344,7 +344,7 @@ class EdgeIndex(VectorIndex):
         neg = self._examples(negative, using)
         example_ids = [e for e in [*positive, *negative] if isinstance(e, str)]
         flt = edge_filter(where, exclude=example_ids)
-        if strategy == "best_score":
+        if strategy == Strategy.BEST_SCORE:
             query = qe.Query.RecommendBestScore(
                 qe.RecommendQuery([_floats(v) for v in pos], [_floats(v) for v in neg]),
                 using=using,

@@ -15,6 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,7 +35,20 @@ PAYLOAD_INDEXES: dict[str, Literal["keyword", "datetime", "text"]] = {
     "published_at": "datetime",
     "title": "text",
 }
-Strategy = Literal["average_vector", "best_score"]
+
+
+class Strategy(StrEnum):
+    """How several examples combine in a recommend query (Qdrant's two strategies)."""
+
+    AVERAGE_VECTOR = "average_vector"  # one query at avg(+) + (avg(+) - avg(-)): fast
+    BEST_SCORE = "best_score"  # every candidate scored against each example: slower
+
+    @property
+    def label(self) -> str:
+        """The strategy as the page names it ("average vector")."""
+        return self.value.replace("_", " ")
+
+
 T = TypeVar("T")
 
 
@@ -377,7 +391,7 @@ class VectorIndex(ABC):
         negative: Sequence[str | np.ndarray] = (),
         *,
         using: str = VECTOR_NAME,
-        strategy: Strategy = "average_vector",
+        strategy: Strategy = Strategy.AVERAGE_VECTOR,
         top_k: int = 10,
         offset: int = 0,
         threshold: float | None = None,
