@@ -10,42 +10,22 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from app.errors import KNOWN, describe, outcome
+from app.present import matches_text, title_of, verdict_line, verdict_text
 from app.runtime import Runtime, configure_logging
 from config import Settings, get_settings
 from embed.decode import DecodeError
-from embed.descriptors import TextSearchUnavailable
-from embed.encoder import WeightsUnavailable
-from embed.sscd import SscdUnavailable
 from ingest.items import Failed
-from ingest.manual import ManualAddError
-from ingest.pipeline import RunInProgress
-from ingest.sources import SourceConfigError
-from search.service import QueryError, SearchResult
-from store.images import StoreError
-from store.index import IndexUnavailable
+from search.query import Filters, build_query, classify
+from store.index import Strategy
 
 log = logging.getLogger("imgsearch")
 Handler = Callable[[argparse.Namespace, Settings], int]
 
-# Errors that mean "this command cannot proceed": one sentence for the user, detail in the log.
-USER_ERRORS = (
-    IndexUnavailable,
-    WeightsUnavailable,
-    SscdUnavailable,
-    TextSearchUnavailable,
-    StoreError,
-    RunInProgress,
-    SourceConfigError,
-    DecodeError,
-    QueryError,
-    ManualAddError,
-)
-
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     """Ingest paths/URLs given, or the declared sources; bad items are reported, not fatal."""
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         sources = (
             runtime.adhoc_sources(args.locations) if args.locations else runtime.declared_sources()
         )
@@ -65,8 +45,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         report = runtime.pipeline.run(
             sources, progress=sys.stderr.isatty() and not args.quiet, on_failure=report_failure
         )
-    finally:
-        runtime.close()
     total = report.total()
     print(
         f"seen {total.seen}, new {total.new}, unchanged {total.unchanged}, "
@@ -74,9 +52,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         f"({report.duration_s:.1f} s, {report.images_per_s:.1f} images/s)"
     )
     for failure in report.failures:
-        if failure["stage"] == "discover":
+        if failure.stage == "discover":
             print(
-                f"source {failure['source']} could not be read: {failure['reason']}",
+                f"source {failure.source} could not be read: {failure.reason}",
                 file=sys.stderr,
             )
     return 0
@@ -84,21 +62,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     """Search with images, URLs, catalog ids or text: the verdict (one image), then matches."""
-    from search.service import Filters, Query
-
     try:
-        images, urls, ids = _examples([*args.images, *args.positive])
-        negative_images, negative_urls, negative_ids = _examples(args.negative)
+        positive = classify([*args.images, *args.positive], read_file=_read)
+        negative = classify(args.negative, read_file=_read)
     except OSError as exc:
         print(f"Cannot read {exc.filename}: {exc.strerror or exc}.", file=sys.stderr)
         return 2
-    query = Query(
-        images=images,
-        urls=urls,
-        ids=ids,
-        negative_images=negative_images,
-        negative_urls=negative_urls,
-        negative_ids=negative_ids,
+    query = build_query(
+        positive=positive,
+        negative=negative,
         text=args.text,
         filters=Filters(
             tuple(args.source), tuple(args.category), args.since, args.until, args.words
@@ -108,57 +80,36 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         strategy=args.strategy,
         threshold=args.threshold if args.threshold is not None else settings.search.threshold,
     )
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         result = runtime.search.search(query)
-    finally:
-        runtime.close()
     if args.json:
         print(json.dumps([m.as_dict() for m in result.matches], indent=2))
         if result.has_verdict:
-            print(verdict_line(result), file=sys.stderr)
+            print(verdict_line(result.verdict), file=sys.stderr)
         return 0
     if result.has_verdict:
-        print_check(" ".join([*args.images, *args.positive]), result, matches=True)
+        _print(verdict_text(" ".join([*args.images, *args.positive]), result))
+        _print(matches_text(result, with_ids=False))
     else:
-        print_matches(result)
+        _print(matches_text(result, with_ids=True))
     return 0
 
 
-def _examples(values: Sequence[str]) -> tuple[tuple[bytes, ...], tuple[str, ...], tuple[str, ...]]:
-    """(file contents, URLs, catalog ids) from command-line examples; OSError for a bad file."""
-    images: list[bytes] = []
-    urls: list[str] = []
-    ids: list[str] = []
-    for value in values:
-        if value.startswith(("http://", "https://")):
-            urls.append(value)
-        elif Path(value).exists() or not _looks_like_id(value):
-            images.append(Path(value).read_bytes())
-        else:
-            ids.append(value)
-    return tuple(images), tuple(urls), tuple(ids)
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
-def _looks_like_id(value: str) -> bool:
-    import uuid
-
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+def _print(lines: Sequence[str]) -> None:
+    for line in lines:
+        print(line)
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     """Delete catalog images by id: each point and its stored original and thumbnail."""
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         for pid in args.ids:
-            record = runtime.search.delete(pid)
-            print(f"deleted {record.id}  {_label(record.payload)}")
-    finally:
-        runtime.close()
+            record = runtime.catalog.delete(pid)
+            print(f"deleted {record.id}  {title_of(record.payload)}")
     return 0
 
 
@@ -180,11 +131,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
         published_at=args.published_at,
         category=args.category,
     )
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         added = add_image(runtime.pipeline, image)
-    finally:
-        runtime.close()
     note = "added" if added.new else "already in the catalog; this place was added to its timeline"
     print(f"{added.id}  {note}")
     return 0
@@ -192,9 +140,8 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """The verdict for each image: same file, edited copy or not in the catalog, and where."""
-    runtime = Runtime(settings)
     failed = 0
-    try:
+    with Runtime(settings) as runtime:
         for name in args.images:
             try:
                 data = Path(name).read_bytes()
@@ -203,19 +150,17 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
                 )
             except OSError as exc:
                 failed += 1
-                _check_error(name, f"cannot read the file: {exc.strerror or exc}", args.json)
+                _check_error(name, f"Cannot read the file: {exc.strerror or exc}.", args.json)
                 continue
             except DecodeError as exc:
                 failed += 1
-                _check_error(name, f"not a usable image: {exc.reason}", args.json)
+                _check_error(name, describe(exc), args.json)
                 continue
             if args.json:
                 sys.stdout.write(json.dumps(result.as_check(name)) + "\n")
                 sys.stdout.flush()
             else:
-                print_check(name, result, matches=False)
-    finally:
-        runtime.close()
+                _print(verdict_text(name, result))
     return 1 if failed else 0
 
 
@@ -228,88 +173,28 @@ def _check_error(name: str, reason: str, as_json: bool) -> None:
         print(f"{name}: {reason}", file=sys.stderr)
 
 
-def verdict_line(result: SearchResult) -> str:
-    """One sentence: the verdict and its evidence."""
-    verdict = result.verdict
-    first = verdict.first_published
-    if verdict.kind == "none":
-        return "Not in the catalog: no copy of this picture has been seen before."
-    where = ""
-    if first:
-        date = first.get("published_at") or first.get("first_seen") or "an unknown date"
-        where = f" First published {date} by {first.get('source') or '?'}: {_label(first)}"
-        where += f" <{first['source_uri']}>." if first.get("source_uri") else "."
-    what = "the same file" if verdict.kind == "exact" else "an edited copy"
-    evidence = verdict.original.evidence.text if verdict.original else ""
-    return f"Published before: {what} is in the catalog ({evidence}).{where}"
-
-
-def print_check(name: str, result: SearchResult, *, matches: bool) -> None:
-    """The verdict, its evidence, the timeline and (optionally) the similar images, as text."""
-    verdict = result.verdict
-    print(f"{name}: {verdict_line(result)}")
-    for member in verdict.members:
-        print(f"    {member.evidence.text}: {_label(member.payload)} ({member.sha256[:12]})")
-    if verdict.timeline:
-        print("    timeline, earliest first:")
-    for place in verdict.timeline:
-        date = place.get("published_at") or f"first seen {place.get('first_seen') or '?'}"
-        print(
-            f"      {date}  {place.get('source') or ''}  {_label(place)}  "
-            f"{place.get('source_uri') or ''}"
-        )
-    skipped = {k: v for k, v in verdict.layers.items() if v != "ran" and not v.startswith("ran ")}
-    for layer, why in skipped.items():
-        print(f"    ({layer} {why})")
-    if not matches:
-        return
-    if not result.matches:
-        print("No similar images found.")
-    for rank, match in enumerate(result.matches, 1):
-        p = match.payload
-        mark = " (exact)" if match.exact else " (copy)" if match.copy else ""
-        date = p.get("published_at") or p.get("ingested_at", "")
-        print(f"{rank:>3}. {match.score:.4f}{mark}  {_label(p)}  {date}  {p.get('source_uri', '')}")
-
-
-def print_matches(result: SearchResult) -> None:
-    """The ranked matches of a query without a verdict (several examples, ids or text)."""
-    if not result.matches:
-        print("No similar images found.")
-    label = "score" if result.higher_is_better else "distance"
-    for rank, match in enumerate(result.matches, result.offset + 1):
-        p = match.payload
-        date = p.get("published_at") or p.get("ingested_at", "")
-        print(
-            f"{rank:>3}. {label} {match.score:.4f}  {match.id}  {_label(p)}  {date}  "
-            f"{p.get('source_uri', '')}"
-        )
-
-
 def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     """Compute missing or outdated descriptors of every catalog image from its stored original."""
     from tqdm import tqdm
 
     from ingest.reindex import reindex
 
-    runtime = Runtime(settings, accept_relabel=args.rebuild)
     try:
-        descriptors = runtime.descriptors
-        targets = args.descriptor or args.rebuild or None
-        with tqdm(disable=not sys.stderr.isatty(), unit="img") as bar:
+        with (
+            Runtime(settings, accept_relabel=args.rebuild) as runtime,
+            tqdm(disable=not sys.stderr.isatty(), unit="img") as bar,
+        ):
             report = reindex(
                 runtime.index,
                 runtime.images,
-                descriptors,
-                targets,
+                runtime.descriptors,
+                args.descriptor or args.rebuild or None,
                 batch_size=settings.embed.batch_size,
                 progress=bar.update,
             )
     except ValueError as exc:
         print(f"{exc}.", file=sys.stderr)
         return 2
-    finally:
-        runtime.close()
     print(f"reindex: {report.summary()}")
     for failure in report.failed[:20]:
         print(f"failed  {failure['id']}: {failure['reason']}", file=sys.stderr)
@@ -318,7 +203,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the page and the HTTP API (/api) on one port, and the daily schedule if it is here."""
-    from app.api import serve
+    from app.server import serve  # Streamlit loads only for this command
 
     serve(settings, serve_flags(args, settings))
     return 0
@@ -358,31 +243,27 @@ def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     """List recent ingestion runs."""
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         runs = runtime.state.runs(args.limit)
-    finally:
-        runtime.close()
     if args.json:
-        print(json.dumps([r.__dict__ for r in runs], indent=2))
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
         return 0
     if not runs:
         print("No ingestion runs yet.")
     for run in runs:
-        t = run.report.get("total", {})
+        t = run.report.total()
         print(
-            f"#{run.id} {run.started_at} {run.status:<11} seen {t.get('seen', 0)} "
-            f"new {t.get('new', 0)} unchanged {t.get('unchanged', 0)} "
-            f"duplicate {t.get('duplicate', 0)} failed {t.get('failed', 0)} "
-            f"{run.report.get('duration_s', 0):.1f} s"
+            f"#{run.id} {run.started_at} {run.status:<11} seen {t.seen} "
+            f"new {t.new} unchanged {t.unchanged} "
+            f"duplicate {t.duplicate} failed {t.failed} "
+            f"{run.report.duration_s:.1f} s"
         )
     return 0
 
 
 def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     """List quarantined items; --retry makes them due and runs their sources now."""
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         if args.retry:
             entries = runtime.state.quarantine_list(args.source)
             released = runtime.state.release(args.source)
@@ -399,8 +280,6 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
                 print(report.summary())
             return 0
         entries = runtime.state.quarantine_list(args.source)
-    finally:
-        runtime.close()
     if args.json:
         print(json.dumps([e.__dict__ for e in entries], indent=2))
         return 0
@@ -416,27 +295,17 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_catalog(args: argparse.Namespace, settings: Settings) -> int:
     """Stream the whole catalog as JSON lines (id, payload)."""
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         for hit in runtime.index.scroll():
             sys.stdout.write(json.dumps({"id": hit.id, "payload": hit.payload}) + "\n")
-    finally:
-        runtime.close()
     return 0
 
 
 def cmd_count(args: argparse.Namespace, settings: Settings) -> int:
     """Print the number of images in the catalog."""
-    runtime = Runtime(settings)
-    try:
+    with Runtime(settings) as runtime:
         print(runtime.index.count())
-    finally:
-        runtime.close()
     return 0
-
-
-def _label(payload: dict[str, object]) -> str:
-    return str(payload.get("title") or payload.get("source_uri") or payload.get("sha256", ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -471,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default=None, help="published on or after this date (ISO 8601)")
     p.add_argument("--until", default=None, help="published on or before this date (ISO 8601)")
     p.add_argument("--words", default=None, help="every one of these words in the title")
-    p.add_argument("--strategy", choices=["average_vector", "best_score"], default="average_vector")
+    p.add_argument(
+        "--strategy", choices=[s.value for s in Strategy], default=Strategy.AVERAGE_VECTOR.value
+    )
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
     p.add_argument("--threshold", type=float, default=None)
@@ -568,23 +439,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except USER_ERRORS as exc:
+    except KNOWN as exc:
         log.debug("command failed", exc_info=True)
-        print(_sentence(exc), file=sys.stderr)
-        return 2
+        print(describe(exc), file=sys.stderr)
+        row = outcome(exc)
+        return row.exit_code if row else 2
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and friends
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-
-def _sentence(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, DecodeError):
-        text = f"That file is not a usable image: {exc.reason}"
-    return text if text.endswith(".") else text + "."
 
 
 if __name__ == "__main__":

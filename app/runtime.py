@@ -7,23 +7,40 @@ import logging
 import threading
 from collections.abc import Sequence
 from functools import cached_property
+from types import TracebackType
 
 from config import Settings
-from embed.clip import ClipEncoder, load_clip
-from embed.descriptors import Descriptors, build_descriptors, specs
-from embed.encoder import Encoder, load_encoder
-from embed.sscd import SscdEncoder, load_sscd
+from embed.clip import ClipEncoder
+from embed.descriptors import (
+    CLIP,
+    IMAGE,
+    SSCD,
+    ClipDescriptor,
+    Descriptors,
+    ImageDescriptor,
+    SscdDescriptor,
+    load_descriptors,
+    specs,
+)
+from embed.encoder import Encoder
+from embed.sscd import SscdEncoder
 from ingest.items import Source
 from ingest.pipeline import Pipeline
 from ingest.sources import adhoc_source, make_source
 from ingest.state import StateStore
+from search.catalog import Catalog
 from search.service import SearchService
+from store.factory import open_index
 from store.images import ImageStore, make_image_store
-from store.index import VectorIndex, open_index
+from store.index import VectorIndex
 
 
 class Runtime:
-    """Heavy objects built lazily, once, and shared by whatever this process runs."""
+    """Heavy objects built lazily, once, and shared by whatever this process runs.
+
+    A command uses it as a context manager (`with Runtime(settings) as runtime:`), which
+    releases the index lock and the state database however the command ends.
+    """
 
     def __init__(self, settings: Settings, *, accept_relabel: Sequence[str] = ()) -> None:
         self.settings = settings
@@ -42,30 +59,24 @@ class Runtime:
     @cached_property
     def encoder(self) -> Encoder:
         """The encoder (the model loads here, once per process)."""
-        return load_encoder(self.settings.embed)
+        return ImageDescriptor.load_model(self.settings, self.settings.embed.device)
 
     @cached_property
     def sscd(self) -> SscdEncoder | None:
         """The SSCD copy-detection model, when its weights are configured or cached."""
-        return load_sscd(
-            self.settings.verdict.sscd_weights,
-            str(self.encoder.device),
-            self.settings.embed.runtime,
-        )
+        return SscdDescriptor.load_model(self.settings, str(self.encoder.device))
 
     @cached_property
     def clip(self) -> ClipEncoder | None:
         """The CLIP model of text search, when IMGSEARCH_TEXT__ENABLED (missing: one sentence)."""
-        return load_clip(
-            self.settings.text,
-            str(self.encoder.device),
-            batch_size=self.settings.embed.batch_size,
-        )
+        return ClipDescriptor.load_model(self.settings, str(self.encoder.device))
 
     @cached_property
     def descriptors(self) -> Descriptors:
         """Every descriptor this process computes; the catalog is checked against their models."""
-        descriptors = build_descriptors(self.settings, self.encoder, self.sscd, self.clip)
+        models = {IMAGE: self.encoder, SSCD: self.sscd, CLIP: self.clip}
+        # Any other descriptor's model loads on the encoder's device.
+        descriptors = load_descriptors(self.settings, models, device=str(self.encoder.device))
         self.index.check_labels(descriptors.labels, self.accept_relabel)
         return descriptors
 
@@ -94,6 +105,28 @@ class Runtime:
             self.settings.fetch,
             self.settings.decode,
         )
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """One image's record and files, deletions and the catalog's counts."""
+        return Catalog(self.index, self.images)
+
+    def warm_up(self) -> None:
+        """Open the index and load the models (checked against the catalog's) before the first
+        request, so a visitor never waits for them; IndexUnavailable/ModelUnavailable if not."""
+        self.index.ensure_collection()
+        _ = self.descriptors
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def declared_sources(self) -> list[Source]:
         """The sources declared in settings (what the daily job parses)."""

@@ -10,13 +10,9 @@ from __future__ import annotations
 import streamlit as st
 
 from app import ui_add, ui_catalog, ui_runs, ui_search
+from app.errors import KNOWN, describe
 from app.ui_common import PAGES, log, runtime_for
 from config import get_settings
-from embed.descriptors import TextSearchUnavailable
-from embed.encoder import WeightsUnavailable
-from embed.sscd import SscdUnavailable
-from store.images import StoreError
-from store.index import IndexUnavailable
 
 
 def main() -> None:
@@ -27,16 +23,10 @@ def main() -> None:
     settings = get_settings()
     try:
         runtime = runtime_for(settings)
-        count = runtime.search.count()
-    except (
-        IndexUnavailable,
-        WeightsUnavailable,
-        SscdUnavailable,
-        TextSearchUnavailable,
-        StoreError,
-    ) as exc:
+        count = runtime.catalog.count()
+    except KNOWN as exc:
         log.exception("start-up failed")
-        st.error(str(exc))
+        st.error(describe(exc))
         st.stop()
         return
     if runtime.encoder.is_random:

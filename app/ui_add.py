@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.errors import KNOWN
 from app.runtime import Runtime
 from app.ui_common import (
     EARLIEST,
-    INPUT_ERRORS,
     LATEST,
     UPLOAD_TYPES,
-    USER_ERRORS,
     forget_results,
     go_to,
     show_error,
@@ -55,7 +54,7 @@ def page(runtime: Runtime) -> None:
         try:
             with st.spinner("Adding…"):
                 added = add_image(runtime.pipeline, image)
-        except INPUT_ERRORS as exc:
+        except KNOWN as exc:
             show_error(exc)
             return
         forget_results()
@@ -76,8 +75,8 @@ def outcome(runtime: Runtime, added: Added) -> None:
             f"Its id is `{added.id}`."
         )
     try:
-        record = runtime.search.record(added.id)
-    except USER_ERRORS as exc:
+        record = runtime.catalog.record(added.id)
+    except KNOWN as exc:
         show_error(exc)
         return
     timeline_table(record.timeline)

@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app.errors import KNOWN
+from app.present import title_of
 from app.runtime import Runtime
 from app.ui_common import (
     COLUMNS,
-    USER_ERRORS,
     catalog_stats,
     filter_controls,
     forget_results,
@@ -21,11 +22,11 @@ from app.ui_common import (
     show_error,
     thumbnail,
     timeline_table,
-    title_of,
     url,
 )
 from embed.decode import DecodeError
-from search.service import CatalogStats, Filters
+from search.catalog import CatalogStats
+from search.query import Filters
 from store.images import StoreError
 from store.index import Hit
 
@@ -43,7 +44,7 @@ def page(runtime: Runtime, count: int) -> None:
         return
     try:
         stats = catalog_stats(runtime, count)
-    except USER_ERRORS as exc:
+    except KNOWN as exc:
         show_error(exc)
         return
     overview(stats)
@@ -109,7 +110,7 @@ def browse(runtime: Runtime, count: int) -> None:
     number = int(st.session_state.get("browse_page", 0))
     try:
         total, hits = browse_page(runtime, count, filters, number)
-    except USER_ERRORS as exc:
+    except KNOWN as exc:
         show_error(exc)
         return
     pages = max(1, -(-total // PAGE_SIZE))
@@ -173,8 +174,8 @@ def record_panel(runtime: Runtime, pid: str) -> None:
     """One image: preview, facts, links, timeline, payload; More like this; delete."""
     with st.container(border=True):
         try:
-            record = runtime.search.record(pid)
-        except USER_ERRORS as exc:
+            record = runtime.catalog.record(pid)
+        except KNOWN as exc:
             show_error(exc)
             st.button("Close", key="record_close", on_click=close_record)
             return
@@ -202,7 +203,7 @@ def preview(runtime: Runtime, pid: str, payload: dict[str, Any]) -> None:
     held = st.session_state.get("record_preview")
     if held is None or held[0] != pid:
         try:
-            held = (pid, runtime.search.preview(payload, 480))
+            held = (pid, runtime.catalog.preview(payload, 480))
         except (StoreError, DecodeError, KeyError):
             log.warning("original of %s unavailable", pid, exc_info=True)
             held = (pid, None)
@@ -249,8 +250,8 @@ def delete_controls(runtime: Runtime, pid: str, title: str) -> None:
     )
     if st.button("Delete", key="delete", type="primary", disabled=not confirmed):
         try:
-            runtime.search.delete(pid)
-        except USER_ERRORS as exc:
+            runtime.catalog.delete(pid)
+        except KNOWN as exc:
             show_error(exc)
             return
         log.info("deleted %s from the page", pid)

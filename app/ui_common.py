@@ -14,33 +14,19 @@ from urllib.parse import quote
 
 import streamlit as st
 
+from app.errors import describe
 from app.runtime import Runtime, configure_logging, settings_key, shared_runtime
+from app.worker import start_in_app_scheduler
 from config import Settings
-from embed.decode import DecodeError
-from embed.descriptors import TextSearchUnavailable
-from ingest.manual import ManualAddError
-from ingest.pipeline import RunInProgress
-from search.service import CatalogStats, Filters, QueryError
+from search.catalog import CatalogStats
+from search.query import Filters
 from store.images import StoreError
-from store.index import BadFilter, IndexUnavailable
 
 log = logging.getLogger("imgsearch.ui")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
 COLUMNS = 4
 EARLIEST = date(1900, 1, 1)  # the date pickers' range: archives reach back far
 LATEST = date(2100, 12, 31)
-# Errors whose message is one sentence for the user (the core's typed errors).
-USER_ERRORS: tuple[type[Exception], ...] = (
-    QueryError,
-    ManualAddError,
-    TextSearchUnavailable,
-    RunInProgress,
-    IndexUnavailable,
-    StoreError,
-    BadFilter,
-)
-# The same, and an upload or download that is not a usable image (DecodeError has a `reason`).
-INPUT_ERRORS: tuple[type[Exception], ...] = (DecodeError, *USER_ERRORS)
 # Pages register themselves here (url path -> st.Page) so one page can send the visitor to another.
 PAGES: dict[str, Any] = {}
 
@@ -55,10 +41,7 @@ def get_runtime(key: str, _settings: Settings) -> Runtime:
     settings = _settings
     configure_logging(settings.log_level)
     runtime = shared_runtime(settings)  # the one the API and the in-app schedule use too
-    runtime.index.ensure_collection()
-    _ = runtime.descriptors  # loads the models and checks them against the catalog's
-    from app.worker import start_in_app_scheduler
-
+    runtime.warm_up()
     start_in_app_scheduler(runtime)
     return runtime
 
@@ -70,21 +53,7 @@ def runtime_for(settings: Settings) -> Runtime:
 
 def show_error(exc: Exception) -> None:
     """One sentence on the page for a failure the visitor can act on; details go to the log."""
-    if isinstance(exc, DecodeError):
-        st.error(f"This file could not be read as an image: {exc.reason}.")
-        return
-    if isinstance(exc, IndexUnavailable | StoreError):
-        log.warning("request failed", exc_info=True)
-    st.error(sentence(str(exc)))
-
-
-def sentence(text: str) -> str:
-    """A message as a sentence: capital first letter, final full stop."""
-    text = text.strip()
-    if not text:
-        return "Something went wrong; the log has the details."
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
+    st.error(describe(exc))
 
 
 def forget_results() -> None:
@@ -104,7 +73,7 @@ def cached_by_count(name: str, count: int, compute: Callable[[], Any]) -> Any:
 
 def catalog_stats(runtime: Runtime, count: int) -> CatalogStats:
     """The catalog page's counts (one scroll of the catalog per catalog size)."""
-    return cached_by_count("stats", count, runtime.search.stats)
+    return cached_by_count("stats", count, runtime.catalog.stats)
 
 
 def facet_values(runtime: Runtime, count: int) -> tuple[list[str], list[str]]:
@@ -189,11 +158,3 @@ def md(text: object) -> str:
 def url(link: str) -> str:
     """A link target that cannot break out of Markdown's (...)."""
     return quote(link, safe=":/?#@!$&'*+,;=%~-._")
-
-
-def title_of(payload: dict[str, Any]) -> str:
-    """An image's title, else the last part of its link, else the start of its hash."""
-    if payload.get("title"):
-        return str(payload["title"])
-    uri = str(payload.get("source_uri") or "")
-    return uri.rstrip("/").rsplit("/", 1)[-1] or str(payload.get("sha256", "?"))[:12]

@@ -12,30 +12,41 @@ from dataclasses import dataclass, replace
 import streamlit as st
 from PIL import Image
 
+from app.errors import KNOWN, sentence
+from app.present import (
+    NO_MATCHES,
+    NOT_IN_CATALOG,
+    evidence_of,
+    kind_of,
+    match_mark,
+    score_name,
+    skipped_layers,
+    title_of,
+    when_of,
+    when_published,
+)
 from app.runtime import Runtime
 from app.ui_common import (
     COLUMNS,
-    INPUT_ERRORS,
     UPLOAD_TYPES,
     filter_controls,
     log,
     md,
-    sentence,
     show_error,
     thumbnail,
     timeline_table,
-    title_of,
     url,
 )
 from embed.decode import DecodeError, decode_image, decode_preview
-from embed.descriptors import TextSearchUnavailable
+from embed.descriptors import IMAGE, TextSearchUnavailable
+from search.query import Examples, Filters, Query
+from search.query import build_query as checked_query
 from search.scores import score_scale
-from search.service import STRATEGIES, Card, Filters, Match, Query, SearchResult
+from search.service import Card, Match, SearchResult
 from store.images import StoreError
-from store.index import VECTOR_NAME
+from store.index import Strategy
 
 KEEP_ANSWERS = 4  # queries whose answers a session keeps (the current one and a way back)
-STRATEGY_NAMES = {"average_vector": "average vector", "best_score": "best score"}
 
 
 @dataclass
@@ -67,7 +78,7 @@ def page(runtime: Runtime, count: int) -> None:
         if query is None:
             return
         answer = answer_for(runtime, query)
-    except INPUT_ERRORS as exc:
+    except KNOWN as exc:
         show_error(exc)
         return
     more_pages(runtime, answer)
@@ -80,7 +91,7 @@ def sidebar(runtime: Runtime, count: int) -> tuple[int, float | None, Filters]:
     with st.sidebar:
         st.header("Search")
         top_k = st.slider("Results", 1, 60, min(settings.search.top_k, 60), key="top_k")
-        spec = runtime.index.specs[VECTOR_NAME]
+        spec = runtime.index.specs[IMAGE]
         scale = score_scale(spec.distance, spec.size)
         use_threshold = st.checkbox(scale.toggle, key="use_threshold")
         threshold = (
@@ -137,12 +148,12 @@ def build_query(
     else:
         st.caption(sentence(text_search_off(runtime)))
     examples = len(uploads or ()) + len(negatives or ()) + bool(link)
-    strategy = "average_vector"
+    strategy: Strategy | None = Strategy.AVERAGE_VECTOR
     if examples > 1:
         strategy = st.radio(
             "Combine the examples by",
-            STRATEGIES,
-            format_func=STRATEGY_NAMES.__getitem__,
+            list(Strategy),
+            format_func=lambda chosen: chosen.label,
             horizontal=True,
             key="strategy",
             help="Average vector: one query at the mean of the examples (fast). Best score: "
@@ -150,20 +161,22 @@ def build_query(
         )
     more = st.session_state.get("more_like")
     if more:
-        return Query(ids=(more["id"],), filters=filters, top_k=top_k, threshold=threshold)
+        return checked_query(
+            positive=Examples(ids=(more["id"],)), filters=filters, top_k=top_k, threshold=threshold
+        )
     images = tuple(f.getvalue() for f in uploads or ())
     if link:
         images = (*images, fetched(runtime, link))
     if not images and not text and not negatives:
         return None
-    return Query(
-        images=images,
-        negative_images=tuple(f.getvalue() for f in negatives or ()),
-        text=text or None,
+    return checked_query(
+        positive=Examples(images=images),
+        negative=Examples(images=tuple(f.getvalue() for f in negatives or ())),
+        text=text,
         filters=filters,
         top_k=top_k,
         threshold=threshold,
-        strategy=strategy,  # type: ignore[arg-type]
+        strategy=strategy,
     )
 
 
@@ -206,7 +219,7 @@ def more_pages(runtime: Runtime, answer: Answer) -> None:
         offset = len(answer.pages) * answer.query.top_k
         try:
             answer.pages.append(runtime.search.search(replace(answer.query, offset=offset)))
-        except INPUT_ERRORS as exc:
+        except KNOWN as exc:
             answer.wanted = len(answer.pages)
             show_error(exc)
 
@@ -240,8 +253,8 @@ def results(runtime: Runtime, answer: Answer, count: int) -> None:
     st.subheader("Most similar images")
     cards = [card for result in answer.pages for card in result.cards]
     if not cards:
-        st.write("No similar images found." if count else "Nothing to compare with yet.")
-    grid(runtime, cards, first.higher_is_better)
+        st.write(NO_MATCHES if count else "Nothing to compare with yet.")
+    grid(runtime, cards, score_name(first))
     if answer.has_more:
         st.button("Load more", key="load_more", on_click=load_more, args=(answer,))
 
@@ -253,11 +266,11 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
     first = found.first_published
     caption = f"Your image ({result.query_width} x {result.query_height})"
     if original is None:
-        st.info("Not in the catalog: no copy of this picture has been seen before.")
+        st.info(NOT_IN_CATALOG)
         st.image(preview, caption=caption, width=320)
     else:
         if first:
-            when = first.get("published_at") or f"first seen {first.get('first_seen') or '?'}"
+            when = when_published(first)
             source = first.get("source") or title_of(first)
             st.success(f"**Published before:** first on {md(when)} by {md(source)}")
             link = str(first.get("source_uri") or "")
@@ -265,15 +278,14 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
                 st.markdown(f"First publication: [{md(title_of(first))}]({url(link)})")
             elif link:
                 st.markdown(f"First publication: {md(link)}")
-        kind = "Same file" if found.kind == "exact" else "Edited copy"
-        st.markdown(f"**{kind}** · evidence: {original.evidence.text}")
+        st.markdown(f"**{kind_of(found)}** · evidence: {md(evidence_of(found))}")
         left, right = st.columns(2)
         with left:
             st.image(preview, caption=caption)
         with right:
             try:
                 st.image(
-                    runtime.search.preview(original.payload),
+                    runtime.catalog.preview(original.payload),
                     caption=f"In the catalog: {title_of(original.payload)}",
                 )
             except (StoreError, DecodeError):
@@ -283,12 +295,12 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
             st.caption(f"{len(found.members)} images in the catalog are this picture.")
         st.markdown("**Timeline** (every place it was published, earliest first)")
         timeline_table(found.timeline)
-    skipped = {k: v for k, v in found.layers.items() if not v.startswith("ran")}
+    skipped = skipped_layers(found)
     if skipped:
         st.caption(" · ".join(f"{layer}: {why}" for layer, why in skipped.items()))
 
 
-def grid(runtime: Runtime, cards: list[Card], higher_is_better: bool) -> None:
+def grid(runtime: Runtime, cards: list[Card], scored_by: str) -> None:
     """One card per picture (copies folded under it): thumbnail, score, title, date, links."""
     shown: list[Card] = []
     seen: set[str] = set()
@@ -304,22 +316,23 @@ def grid(runtime: Runtime, cards: list[Card], higher_is_better: bool) -> None:
             strict=False,
         ):
             with column:
-                card(runtime, rank, folded.lead, higher_is_better)
+                card(runtime, rank, folded.lead, scored_by)
                 if folded.copies:
                     with st.expander(f"{len(folded.copies)} more cop(ies) of this picture"):
                         for match in folded.copies:
                             p = match.payload
-                            when = p.get("published_at") or p.get("ingested_at") or ""
-                            st.caption(f"{md(title_of(p))} · {md(when)} · score {match.score:.4f}")
+                            st.caption(
+                                f"{md(title_of(p))} · {md(when_of(p))} · "
+                                f"{scored_by} {match.score:.4f}"
+                            )
 
 
-def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> None:
+def card(runtime: Runtime, rank: int, match: Match, scored_by: str) -> None:
     """One result."""
     p = match.payload
     thumbnail(runtime, p, match.id)
-    label = "score" if higher_is_better else "distance"
-    exact = " · same file" if match.exact else " · edited copy" if match.copy else ""
-    st.markdown(f"**{rank}. {md(title_of(p))}**  \n{label} {match.score:.4f}{exact}")
+    mark = f" · {match_mark(match)}" if match_mark(match) else ""
+    st.markdown(f"**{rank}. {md(title_of(p))}**  \n{scored_by} {match.score:.4f}{mark}")
     when = p.get("published_at") or p.get("ingested_at")
     if when:
         st.caption(f"{md(str(when))} · {md(str(p.get('source', '')))}")
@@ -328,7 +341,7 @@ def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> N
     uri = str(p.get("source_uri", ""))
     if uri.startswith(("http://", "https://")):
         st.markdown(f"[Source]({url(uri)})")
-    link = runtime.search.original_link(match) if p.get("image_key") else None
+    link = runtime.catalog.original_link(p) if p.get("image_key") else None
     if link:
         st.markdown(f"[Original]({url(link)})")
     with st.container(horizontal=True):
@@ -348,7 +361,7 @@ def card(runtime: Runtime, rank: int, match: Match, higher_is_better: bool) -> N
 def show_original(runtime: Runtime, match: Match) -> None:
     """The full-size original with a download button."""
     try:
-        data = runtime.search.original(match)
+        data = runtime.catalog.original(match.payload)
     except StoreError as exc:
         st.error(str(exc))
         return

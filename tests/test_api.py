@@ -428,7 +428,7 @@ def test_sigterm_while_the_model_loads_waits_for_it_and_exits_0(tmp_path: Path) 
 _EXIT_UNDER_A_SEARCH = """
 import sys, threading, time
 from PIL import Image
-from app.api import leave
+from app.server import leave
 from config import Settings
 from embed.encoder import load_encoder
 encoder = load_encoder(Settings().embed)

@@ -8,8 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from store.index import open_local_index
-from tests.conftest import image_bytes
+from tests.conftest import image_bytes, make_settings, open_catalog
 
 IMGSEARCH = [sys.executable, "-m", "app.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +73,7 @@ def test_searching_with_a_broken_file_is_one_sentence(tmp_path: Path) -> None:
 
 def test_a_held_embedded_index_gives_one_sentence_and_what_to_do(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    holder = open_local_index(data / "qdrant", "images")
+    holder = open_catalog(data / "qdrant", make_settings(data))
     try:
         result = run(["count"], data)
     finally:
@@ -130,7 +129,7 @@ def test_check_answers_each_image_as_one_json_line_and_a_bad_file_does_not_stop_
     assert set(first["timeline"][0]) >= {"published_at", "title", "source", "source_uri", "sha256"}
     assert first["matches"] and "score" in first["matches"][0]
     assert "not a usable image" in lines[1]["error"]
-    assert "cannot read" in lines[2]["error"]
+    assert "Cannot read the file" in lines[2]["error"]
 
     text = run(["check", str(photos / "p2.png")], data)
     assert text.returncode == 0

@@ -15,6 +15,7 @@ from ingest.pipeline import Pipeline
 from ingest.sightings import MAX_SIGHTINGS, places
 from ingest.sources.folder import FolderSource
 from ingest.state import StateStore
+from search.catalog import Catalog
 from search.service import SearchService
 from store.images import LocalImageStore
 from tests.conftest import image_bytes, make_descriptors, make_settings, open_catalog
@@ -117,6 +118,7 @@ def test_each_image_finds_itself_first_with_the_exact_verdict(
     folder = make_folder(tmp_path / "photos", n=9)
     pipeline.run([FolderSource("photos", folder)])
     search = SearchService(pipeline.index, pipeline.images, pipeline.descriptors)
+    catalog = Catalog(pipeline.index, pipeline.images)
     for path in sorted(folder.rglob("img*.*")):
         if path.suffix == ".json":
             continue
@@ -125,8 +127,8 @@ def test_each_image_finds_itself_first_with_the_exact_verdict(
         assert result.matches[0].exact
         assert result.matches[0].score >= 0.999
         assert result.matches[0].payload["sha256"] == result.query_sha256
-        assert search.thumbnail(result.matches[0])[:2] == b"\xff\xd8"
-        assert search.original(result.matches[0]) == path.read_bytes()
+        assert catalog.thumbnail(result.matches[0].payload)[:2] == b"\xff\xd8"
+        assert catalog.original(result.matches[0].payload) == path.read_bytes()
 
 
 def test_payload_has_metadata_from_the_sidecar(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -336,5 +338,5 @@ def test_a_run_ended_by_an_unexpected_error_is_recorded_as_failed_with_the_reaso
         pipeline.run([FolderSource("photos", make_folder(tmp_path / "photos"))])
     (run,) = pipeline.state.runs(5)
     assert run.status == "failed"
-    assert run.report["error"] == "RuntimeError: the model ran out of memory"
+    assert run.report.error == "RuntimeError: the model ran out of memory"
     assert run.finished_at is not None

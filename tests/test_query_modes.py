@@ -21,15 +21,8 @@ from embed.decode import DecodeError, sha256_of
 from embed.descriptors import TextSearchUnavailable
 from ingest.manual import ManualAddError, ManualImage, add_image
 from ingest.sources.folder import FolderSource
-from search.service import (
-    FetchFailed,
-    Filters,
-    Query,
-    QueryError,
-    SearchService,
-    UnknownImage,
-    query_fit,
-)
+from search.query import FetchFailed, Filters, Query, QueryError, UnknownImage
+from search.service import SearchService, query_fit
 from store.keys import point_id
 from tests.conftest import image_bytes, make_settings, photo
 from tests.feed_server import FeedServer
@@ -299,18 +292,18 @@ def small(tmp_path: Path) -> Iterator[Runtime]:
 
 def test_delete_removes_the_point_and_its_stored_files(small: Runtime, tmp_path: Path) -> None:
     target = pid(image_bytes(601))
-    payload = small.search.record(target).payload
-    deleted = small.search.delete(target)
+    payload = small.catalog.record(target).payload
+    deleted = small.catalog.delete(target)
     assert deleted.id == target
     assert not small.index.existing([target])
     assert not small.images.exists(payload["image_key"])
     assert not small.images.exists(payload["thumbnail_key"])
     with pytest.raises(UnknownImage):
-        small.search.delete(target)
-    assert small.search.count() == 2
+        small.catalog.delete(target)
+    assert small.catalog.count() == 2
     # The daily job does not bring it back: the item is unchanged in its source.
     report = small.pipeline.run([FolderSource("desk", tmp_path / "photos")])
-    assert report.total().unchanged == 3 and small.search.count() == 2
+    assert report.total().unchanged == 3 and small.catalog.count() == 2
 
 
 def test_an_image_added_by_hand_is_found_first_with_its_title(small: Runtime) -> None:
@@ -331,7 +324,7 @@ def test_an_image_added_by_hand_is_found_first_with_its_title(small: Runtime) ->
     assert first.payload["title"] == "Mayor opens the bridge"
     assert first.payload["published_at"] == "2024-05-02T00:00:00Z"
     assert first.payload["source"] == "manual"
-    assert small.state.runs(1)[0].report["total"]["new"] == 1  # recorded like any run
+    assert small.state.runs(1)[0].report.total().new == 1  # recorded like any run
 
 
 def test_adding_a_known_image_again_adds_a_place_to_its_timeline(small: Runtime) -> None:
@@ -345,8 +338,8 @@ def test_adding_a_known_image_again_adds_a_place_to_its_timeline(small: Runtime)
             published_at="2001-01-01",
         ),
     )
-    assert again.status == "known" and small.search.count() == 3
-    record = small.search.record(again.id)
+    assert again.status == "known" and small.catalog.count() == 3
+    record = small.catalog.record(again.id)
     assert record.timeline[0]["source_uri"] == "https://paper.example/old"  # earliest first
     assert len(record.timeline) == 2
 
@@ -356,7 +349,7 @@ def test_a_bad_date_or_a_non_image_is_refused_and_nothing_is_quarantined(small: 
         add_image(small.pipeline, ManualImage(image_bytes(651), published_at="next tuesday"))
     with pytest.raises(DecodeError):
         add_image(small.pipeline, ManualImage(b"%PDF-1.4 not a picture"))
-    assert small.search.count() == 3
+    assert small.catalog.count() == 3
     assert small.state.quarantine_list() == []
 
 

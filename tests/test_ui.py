@@ -15,8 +15,7 @@ from app.runtime import Runtime
 from config import Settings
 from ingest.sources.folder import FolderSource
 from search.edits import EDITS
-from store.index import open_local_index
-from tests.conftest import image_bytes, make_settings, photo
+from tests.conftest import image_bytes, make_settings, open_catalog, photo
 
 CARD = re.compile(r"^\*\*\d+\. ")
 UI = str(Path(__file__).resolve().parents[1] / "app" / "ui.py")
@@ -114,7 +113,7 @@ def test_an_unreadable_upload_gets_one_sentence(
     at.file_uploader[0].set_value(("bad.jpg", b"\xff\xd8\xff garbage", "image/jpeg")).run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "This file could not be read as an image: not an image (or a format imgsearch does "
+        "That file is not a usable image: not an image (or a format imgsearch does "
         "not accept)."
     ]
 
@@ -129,7 +128,7 @@ def test_an_empty_catalog_explains_how_to_ingest(
 
 def test_a_held_index_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = make_settings(tmp_path / "held")
-    holder = open_local_index(settings.qdrant_path, "images")
+    holder = open_catalog(settings.qdrant_path, settings)
     try:
         at = app_for(settings, monkeypatch).run()
     finally:
@@ -558,7 +557,7 @@ def test_adding_a_file_that_is_not_an_image_is_one_sentence(
     at.button(key="FormSubmitter:add-Add to the catalog").click().run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "This file could not be read as an image: not an image (or a format imgsearch does "
+        "That file is not a usable image: not an image (or a format imgsearch does "
         "not accept)."
     ]
 

@@ -1,0 +1,113 @@
+"""The verdict, its evidence and the timeline in words: one presenter for the page and the CLI.
+
+Plain text with no markup; the page escapes it for Markdown, the CLI prints it as it is. The
+API returns the same facts as data (`SearchResult.as_check`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from search.service import Match, SearchResult
+from search.verdict import Verdict
+
+NOT_IN_CATALOG = "Not in the catalog: no copy of this picture has been seen before."
+NO_MATCHES = "No similar images found."
+
+
+def title_of(payload: Mapping[str, Any]) -> str:
+    """An image's title, else the last part of its link, else the start of its hash."""
+    if payload.get("title"):
+        return str(payload["title"])
+    uri = str(payload.get("source_uri") or "")
+    return uri.rstrip("/").rsplit("/", 1)[-1] or str(payload.get("sha256", "?"))[:12]
+
+
+def when_published(place: Mapping[str, Any]) -> str:
+    """When a place published the picture: its date, else when the catalog first saw it."""
+    return str(place.get("published_at") or f"first seen {place.get('first_seen') or '?'}")
+
+
+def when_of(payload: Mapping[str, Any]) -> str:
+    """A catalog image's date for a result line: published, else ingested."""
+    return str(payload.get("published_at") or payload.get("ingested_at") or "")
+
+
+def kind_of(verdict: Verdict) -> str:
+    """ "Same file", "Edited copy" or "Not in the catalog"."""
+    return {"exact": "Same file", "copy": "Edited copy"}.get(verdict.kind, "Not in the catalog")
+
+
+def evidence_of(verdict: Verdict) -> str:
+    """The strongest member's evidence in words ("edited copy: 14 of 256 hash bits differ")."""
+    return verdict.original.evidence.text if verdict.original else ""
+
+
+def skipped_layers(verdict: Verdict) -> dict[str, str]:
+    """{layer: why} for every layer of the verdict that did not run."""
+    return {layer: why for layer, why in verdict.layers.items() if not why.startswith("ran")}
+
+
+def first_publication(verdict: Verdict) -> str:
+    """ "First published DATE by SOURCE: TITLE <LINK>." (empty without a timeline)."""
+    first = verdict.first_published
+    if not first:
+        return ""
+    date = first.get("published_at") or first.get("first_seen") or "an unknown date"
+    where = f"First published {date} by {first.get('source') or '?'}: {title_of(first)}"
+    return where + (f" <{first['source_uri']}>." if first.get("source_uri") else ".")
+
+
+def verdict_line(verdict: Verdict) -> str:
+    """One sentence: the verdict, its evidence and where the picture was first published."""
+    if verdict.kind == "none":
+        return NOT_IN_CATALOG
+    what = "the same file" if verdict.kind == "exact" else "an edited copy"
+    where = first_publication(verdict)
+    line = f"Published before: {what} is in the catalog ({evidence_of(verdict)})."
+    return f"{line} {where}" if where else line
+
+
+def score_name(result: SearchResult) -> str:
+    """ "score" for similarities, "distance" for distances."""
+    return "score" if result.higher_is_better else "distance"
+
+
+def match_mark(match: Match) -> str:
+    """What the verdict said of a match: "same file", "edited copy" or nothing."""
+    return "same file" if match.exact else "edited copy" if match.copy else ""
+
+
+def verdict_text(name: str, result: SearchResult) -> list[str]:
+    """The verdict as lines: the sentence, each member's evidence, the timeline, skipped layers."""
+    verdict = result.verdict
+    lines = [f"{name}: {verdict_line(verdict)}"]
+    for member in verdict.members:
+        shown = f"{title_of(member.payload)} ({member.sha256[:12]})"
+        lines.append(f"    {member.evidence.text}: {shown}")
+    if verdict.timeline:
+        lines.append("    timeline, earliest first:")
+    for place in verdict.timeline:
+        lines.append(
+            f"      {when_published(place)}  {place.get('source') or ''}  {title_of(place)}  "
+            f"{place.get('source_uri') or ''}"
+        )
+    lines.extend(f"    ({layer} {why})" for layer, why in skipped_layers(verdict).items())
+    return lines
+
+
+def matches_text(result: SearchResult, *, with_ids: bool) -> list[str]:
+    """The ranked matches as lines (with ids when there is no verdict to name them)."""
+    if not result.matches:
+        return [NO_MATCHES]
+    lines = []
+    for rank, match in enumerate(result.matches, result.offset + 1):
+        p = match.payload
+        mark = " (exact)" if match.exact else " (copy)" if match.copy else ""
+        who = f"{score_name(result)} {match.score:.4f}  {match.id}" if with_ids else ""
+        head = who or f"{match.score:.4f}{mark}"
+        lines.append(
+            f"{rank:>3}. {head}  {title_of(p)}  {when_of(p)}  {p.get('source_uri', '')}".rstrip()
+        )
+    return lines
