@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from config import TextSettings
-from embed.descriptors import TextSearchUnavailable
+from embed.model import Model, ModelUnavailable, TorchSession, cached, first_sentence, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +33,10 @@ HOW = (
     "(or to a hub id already in the local Hugging Face cache)"
 )
 OFF = f"Text search is off: set {ENABLED}=true and {HOW}"
+
+
+class TextSearchUnavailable(ModelUnavailable):
+    """No text model is enabled or loadable; the message names what is missing and how to fix it."""
 
 
 def resolve_model(setting: str, cache_dir: Path | str | None = None) -> Path:
@@ -87,8 +89,10 @@ def declared_dim(settings: TextSettings, cache_dir: Path | str | None = None) ->
         return None
 
 
-class ClipEncoder:
+class ClipEncoder(Model):
     """Embeds images and texts into CLIP vectors; build once per process (see `load_clip`)."""
+
+    kind = "CLIP"
 
     def __init__(
         self,
@@ -98,17 +102,26 @@ class ClipEncoder:
         batch_size: int = 16,
         name: str = "",
     ) -> None:
+        super().__init__()
         self.folder = Path(folder)
-        self.device = _pick_device(device)
+        self.device = pick_device(
+            device,
+            TextSearchUnavailable(
+                "Text search was asked to run on CUDA, but no CUDA device is available."
+            ),
+        )
         self.batch_size = batch_size
         self.dim = model_dim(self.folder)
         self.model, self.processor = _load(self.folder, self.device)
+        self.session = TorchSession(
+            lambda pixels: _features(self.model.get_image_features(pixel_values=pixels)),
+            self.device,
+        )
         vision = self.model.config.vision_config
         # The weights, not the folder's name, identify the model: a moved folder still matches.
         digest = _weights_digest(self.folder)[:12]
         self.label = f"CLIP ViT patch{vision.patch_size} {self.dim}-d sha256:{digest}"
         self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
-        self._lock = threading.Lock()
         log.info("CLIP text search ready: %s (%s) on %s", name or folder, self.label, self.device)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -117,22 +130,6 @@ class ClipEncoder:
         pixels = self.processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
         tensor: torch.Tensor = pixels[0]
         return tensor
-
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Images as an (n, dim) float32 array of unit vectors, in input order."""
-        return self.embed_tensors([self.preprocess(image) for image in images])
-
-    def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
-        """Preprocessed images (all one size after the centre crop) in batches of `batch_size`."""
-        out = np.zeros((len(tensors), self.dim), dtype=np.float32)
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(tensors), self.batch_size):
-                batch = torch.stack(list(tensors[start : start + self.batch_size]))
-                features = _features(
-                    self.model.get_image_features(pixel_values=batch.to(self.device))
-                )
-                out[start : start + len(batch)] = _unit(features)
-        return out
 
     def embed_text(self, text: str) -> np.ndarray:
         """One text as a (dim,) float32 unit vector (texts longer than the model's are cut)."""
@@ -163,10 +160,6 @@ def _unit(features: torch.Tensor) -> np.ndarray:
     return unit.astype(np.float32, copy=False)
 
 
-_cache: dict[tuple[Path, str, int], ClipEncoder] = {}
-_cache_lock = threading.Lock()
-
-
 def load_clip(
     settings: TextSettings,
     device: str = "cpu",
@@ -178,11 +171,12 @@ def load_clip(
     if not settings.enabled:
         return None
     folder = resolve_model(settings.model, cache_dir)
-    with _cache_lock:
-        key = (folder.resolve(), str(device), batch_size)
-        if key not in _cache:
-            _cache[key] = ClipEncoder(folder, device, batch_size=batch_size, name=settings.model)
-        return _cache[key]
+    key = (folder.resolve(), str(device), batch_size)
+    return cached(
+        ClipEncoder,
+        key,
+        lambda: ClipEncoder(folder, device, batch_size=batch_size, name=settings.model),
+    )
 
 
 def _load(folder: Path, device: torch.device) -> tuple[Any, Any]:
@@ -199,7 +193,7 @@ def _load(folder: Path, device: torch.device) -> tuple[Any, Any]:
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         log.debug("loading CLIP from %s failed", folder, exc_info=True)
         raise TextSearchUnavailable(
-            f"The CLIP model in {folder} cannot be loaded ({_first_sentence(exc)}): {HOW}"
+            f"The CLIP model in {folder} cannot be loaded ({first_sentence(exc)}): {HOW}"
         ) from exc
     return model.eval().to(device), processor
 
@@ -211,19 +205,3 @@ def _weights_digest(folder: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def _pick_device(device: torch.device | str) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    picked = torch.device(device)
-    if picked.type == "cuda" and not torch.cuda.is_available():
-        raise TextSearchUnavailable(
-            "Text search was asked to run on CUDA, but no CUDA device is available."
-        )
-    return picked
-
-
-def _first_sentence(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split(". ")[0].rstrip(".")

@@ -12,29 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from config import Settings
 from embed import layout, pdq
+from embed.clip import OFF, ClipEncoder, TextSearchUnavailable, declared_dim
 from embed.encoder import Encoder
 from embed.sscd import SscdEncoder
 from store.index import VectorSpec
-
-if TYPE_CHECKING:
-    from embed.clip import ClipEncoder
 
 IMAGE = "image"  # ResNet50 ImageNet: "similar images"
 PDQ = "pdq"  # Meta's perceptual hash as 256 floats of +1/-1: dot product = 256 - 2 x Hamming
 SSCD = "sscd"  # learned copy-detection descriptor (optional weights)
 LAYOUT = "layout"  # weight-free colour and structure: proposes copy candidates to verify
 CLIP = "clip"  # CLIP image vector: text queries (CLIP's text vector) search it
-
-
-class TextSearchUnavailable(RuntimeError):
-    """No text model is enabled or loadable; the message names what is missing and how to fix it."""
 
 
 # A copy's hash is found only if HNSW reaches it. Measured here on 100k random PDQ hashes, with
@@ -49,8 +43,6 @@ def specs(settings: Settings) -> list[VectorSpec]:
     The clip vector's size is the configured model's, so it is declared only while text search
     is on; a catalog keeps the clip vectors it has while text search is off.
     """
-    from embed.clip import declared_dim
-
     declared = [
         VectorSpec(IMAGE, 2048, settings.qdrant.distance),
         VectorSpec(PDQ, pdq.BITS, "dot", binary=True, search_ef=PDQ_SEARCH_EF),
@@ -132,8 +124,6 @@ class Descriptors:
         Raises TextSearchUnavailable when no text model is enabled, ValueError on an empty text.
         """
         if self._text is None:
-            from embed.clip import OFF
-
             raise TextSearchUnavailable(OFF)
         if not text.strip():
             raise ValueError("the text query is empty")
@@ -189,9 +179,7 @@ def build_descriptors(
         return [signed(bits) for bits in variants]
 
     items = [
-        Descriptor(
-            IMAGE, f"ResNet50 {encoder.weights_label}", encoder.preprocess, encoder.embed_tensors
-        ),
+        Descriptor(IMAGE, encoder.label, encoder.preprocess, encoder.embed_tensors),
         Descriptor(PDQ, "PDQ (pdqhash, borders trimmed)", pdq_prepare, _stack, pdq_queries),
         Descriptor(
             LAYOUT,

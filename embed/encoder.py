@@ -12,20 +12,18 @@ import contextlib
 import dataclasses
 import logging
 import os
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from config import EmbedSettings
-from embed.onnx import OnnxModel, compile_or_none
+from embed.model import Model, ModelSession, ModelUnavailable, OnnxSession, cached, pick_device
+from embed.onnx import compile_or_none
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,8 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPUINFO = Path("/proc/cpuinfo")
 
 
-class WeightsUnavailable(RuntimeError):
-    """The configured weights cannot be loaded; the message tells the user what to do."""
+class WeightsUnavailable(ModelUnavailable):
+    """The configured ResNet50 weights cannot be loaded; the message tells the user what to do."""
 
 
 @dataclass(frozen=True)
@@ -110,13 +108,10 @@ def plan_for(
     cores: int | None = None,
 ) -> Plan:
     """Decide device, precision and threads from settings and the machine (overridable in tests)."""
-    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
-    if settings.device == "cuda" and not cuda:
-        raise WeightsUnavailable(
-            "IMGSEARCH_EMBED__DEVICE=cuda but no CUDA device is available; use auto or cpu."
-        )
-    name = ("cuda" if cuda else "cpu") if settings.device == "auto" else settings.device
-    device = torch.device(name)
+    no_cuda = WeightsUnavailable(
+        "IMGSEARCH_EMBED__DEVICE=cuda but no CUDA device is available; use auto or cpu."
+    )
+    device = pick_device(settings.device, no_cuda, cuda_available=cuda_available)
     if settings.precision == "fp32":
         dtype = torch.float32
     elif settings.precision == "bf16":
@@ -142,13 +137,16 @@ def plan_for(
     return Plan(device, dtype, threads, runtime)
 
 
-class Encoder:
+class Encoder(Model):
     """Embeds batches of RGB images; build once per process (see `load_encoder`)."""
 
+    kind = "ResNet50"
     dim = DIM
 
     def __init__(self, settings: EmbedSettings) -> None:
+        super().__init__()
         self.settings = settings
+        self.batch_size = settings.batch_size
         self.plan = plan_for(settings)
         self.device = self.plan.device
         if self.plan.threads:
@@ -158,76 +156,73 @@ class Encoder:
                 "IMGSEARCH_EMBED__PRECISION=bf16 on a CPU without native bf16 (avx512_bf16 or "
                 "AMX): it is emulated and several times slower than fp32"
             )
-        model, label = _build_model(settings.weights)
-        self.weights_label = label
+        model, weights = _build_model(settings.weights)
+        self.label = f"{self.kind} {weights}"
         self.is_random = settings.weights == "random"
         # Preprocessing comes from the weights' own recipe (resize, crop, normalise).
         self.transform = IMAGENET.transforms()
         model.eval()
         # channels_last: oneDNN (CPU) and cuDNN (tensor cores) run ResNet convolutions faster.
         model = model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self._onnx: OnnxModel | None = None
+        session: ModelSession | None = None
         if self.plan.runtime == "onnx":
-            self._onnx = self._compile_onnx(model)
+            session = self._compile_onnx(model)
         if self.device.type == "cuda":
             model = model.to(self.plan.dtype)  # half weights; on CPU autocast casts per op
             torch.backends.cudnn.benchmark = True  # one input size (the crop): tune once
         self.model = model
-        self._lock = threading.Lock()
+        self.session = session or _TorchSession(model, self.plan)
         if self.is_random:
             log.warning(
                 "RANDOM ENCODER WEIGHTS: embeddings are deterministic but meaningless; "
                 "similarity scores say nothing about the images (tests and offline demos only)"
             )
-        log.info("encoder ready: ResNet50 (%s) on %s", label, self.plan.describe())
+        log.info("encoder ready: ResNet50 (%s) on %s", weights, self.plan.describe())
 
-    def _compile_onnx(self, model: nn.Module) -> OnnxModel | None:
+    @property
+    def weights_label(self) -> str:
+        """The weights part of the label ("random (seeded)", "imagenet (IMAGENET1K_V2)")."""
+        return self.label.removeprefix(f"{self.kind} ")
+
+    def _compile_onnx(self, model: nn.Module) -> ModelSession | None:
         probe = torch.randn(2, 3, CROP, CROP, generator=torch.Generator().manual_seed(0))
         compiled = compile_or_none(model, [probe], threads=self.plan.threads, what="the encoder")
         if compiled is None:
             self.plan = dataclasses.replace(self.plan, runtime="torch")
-        return compiled
+            return None
+        return OnnxSession(compiled)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (safe to call from worker threads)."""
         tensor: torch.Tensor = self.transform(image)
         return tensor
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed RGB images into an (n, 2048) float32 array of unit vectors."""
-        return self.embed_tensors([self.preprocess(image) for image in images])
 
-    def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
-        """Embed preprocessed tensors in batches of `batch_size`."""
-        if not tensors:
-            return np.zeros((0, DIM), dtype=np.float32)
-        out: list[np.ndarray] = []
-        size = self.settings.batch_size
-        with self._lock, torch.inference_mode(), self._autocast():
-            for start in range(0, len(tensors), size):
-                stacked = torch.stack(list(tensors[start : start + size]))
-                if self._onnx is not None:
-                    features = torch.from_numpy(self._onnx(stacked.numpy()))
-                else:
-                    features = self.model(self._to_device(stacked)).float()
-                features = nn.functional.normalize(features, dim=1)
-                out.append(features.cpu().numpy().astype(np.float32, copy=False))
-        return np.concatenate(out, axis=0)
+class _TorchSession:
+    """ResNet50 in torch: channels_last, fp16 on CUDA (pinned, non-blocking copies), bf16
+    autocast on CPUs that compute it natively."""
+
+    runtime = "torch"
+
+    def __init__(self, model: nn.Module, plan: Plan) -> None:
+        self.model = model
+        self.plan = plan
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            features: torch.Tensor = self.model(self._to_device(batch)).float()
+        return features
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
+        if self.plan.device.type == "cuda":
             # Pinned host memory lets the copy run asynchronously; the cast happens on the GPU.
-            batch = batch.pin_memory().to(self.device, non_blocking=True).to(self.plan.dtype)
+            batch = batch.pin_memory().to(self.plan.device, non_blocking=True).to(self.plan.dtype)
         return batch.contiguous(memory_format=torch.channels_last)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.plan.autocast:
             return torch.autocast("cpu", dtype=self.plan.dtype)
         return contextlib.nullcontext()
-
-
-_cache: dict[tuple[Any, ...], Encoder] = {}
-_cache_lock = threading.Lock()
 
 
 def load_encoder(settings: EmbedSettings) -> Encoder:
@@ -240,10 +235,7 @@ def load_encoder(settings: EmbedSettings) -> Encoder:
         settings.threads,
         settings.runtime,
     )
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = Encoder(settings)
-        return _cache[key]
+    return cached(Encoder, key, lambda: Encoder(settings))
 
 
 def _headless(model: nn.Module) -> nn.Module:

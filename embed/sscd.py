@@ -10,17 +10,23 @@ import hashlib
 import logging
 import threading
 import warnings
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torchvision import transforms
 
-from embed.onnx import OnnxModel, compile_or_none
+from embed.model import (
+    Model,
+    ModelSession,
+    ModelUnavailable,
+    OnnxSession,
+    TorchSession,
+    cached,
+    first_sentence,
+    pick_device,
+)
+from embed.onnx import compile_or_none
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ TRANSFORM = transforms.Compose(
 PROBE_SHAPE = (1, 3, 64, 64)
 
 
-class SscdUnavailable(RuntimeError):
+class SscdUnavailable(ModelUnavailable):
     """The SSCD model file is missing or unusable; the message says what to do."""
 
 
@@ -69,9 +75,10 @@ def find_sscd_weights(setting: str) -> Path | None:
     return path
 
 
-class SscdEncoder:
+class SscdEncoder(Model):
     """Embeds RGB images into SSCD descriptors; build once per process (see `load_sscd`)."""
 
+    kind = "SSCD"
     dim = DIM
 
     def __init__(
@@ -82,62 +89,45 @@ class SscdEncoder:
         batch_size: int = 16,
         runtime: str = "auto",
     ) -> None:
+        super().__init__()
         self.path = Path(path)
-        self.device = _pick_device(device)
+        self.device = pick_device(
+            device,
+            SscdUnavailable(
+                "The SSCD layer was asked to run on CUDA, but no CUDA device is available."
+            ),
+        )
         self.batch_size = batch_size
         self.label = f"{self.path.name} sha256:{_sha256(self.path)[:12]}"
         self.model = _load(self.path, self.device)
-        self._lock = threading.Lock()
         # SSCD runs fp32; on the CPU ONNX Runtime does that faster (embed/onnx.py), with the
         # same vectors, unless IMGSEARCH_EMBED__RUNTIME=torch.
-        self._onnx: OnnxModel | None = None
+        session: ModelSession | None = None
         if self.device.type == "cpu" and runtime != "torch":
-            self._onnx = self._compile_onnx()
-        where = "ONNX Runtime" if self._onnx is not None else "torch"
+            session = self._compile_onnx()
+        self.session = session or TorchSession(self.model, self.device)
+        where = "ONNX Runtime" if self.session.runtime == "onnx" else "torch"
         log.info("SSCD descriptor ready: %s on %s (%s)", self.label, self.device, where)
 
-    def _compile_onnx(self) -> OnnxModel | None:
+    def _compile_onnx(self) -> ModelSession | None:
         seeded = torch.Generator().manual_seed(0)
         # Two aspect ratios: the inputs keep theirs, so height and width must stay free.
         probes = [
             torch.randn(1, 3, 288, 352, generator=seeded),
             torch.randn(2, 3, 320, 288, generator=seeded),
         ]
-        return compile_or_none(
+        compiled = compile_or_none(
             self.model,
             probes,
             threads=torch.get_num_threads(),
             what="the SSCD model",
             any_size=True,
         )
+        return None if compiled is None else OnnxSession(compiled)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one image into the model's input tensor (safe to call from worker threads)."""
         return preprocess(image)
-
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed images into an (n, 512) float32 array of unit vectors, in input order."""
-        return self.embed_tensors([self.preprocess(image) for image in images])
-
-    def embed_tensors(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
-        """Embed preprocessed tensors; equal shapes share batches of `batch_size`."""
-        out = np.zeros((len(tensors), DIM), dtype=np.float32)
-        # Inputs keep their aspect ratio, so only equal shapes can be stacked into one batch.
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for index, tensor in enumerate(tensors):
-            groups[tuple(tensor.shape)].append(index)
-        with self._lock, torch.inference_mode():
-            for indices in groups.values():
-                for start in range(0, len(indices), self.batch_size):
-                    rows = indices[start : start + self.batch_size]
-                    batch = torch.stack([tensors[row] for row in rows])
-                    if self._onnx is not None:
-                        raw = torch.from_numpy(self._onnx(batch.numpy()))
-                    else:
-                        raw = self.model(batch.to(self.device)).float()
-                    features = nn.functional.normalize(raw, dim=1)
-                    out[rows] = features.cpu().numpy()
-        return out
 
 
 def preprocess(image: Image.Image) -> torch.Tensor:
@@ -146,24 +136,21 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     return tensor
 
 
-_cache: dict[tuple[Path, str, str], SscdEncoder] = {}
 _off_logged: set[str] = set()
-_cache_lock = threading.Lock()
+_off_lock = threading.Lock()
 
 
 def load_sscd(setting: str, device: str = "cpu", runtime: str = "auto") -> SscdEncoder | None:
     """This process's SSCD encoder for the setting, built on first use; None when it is off."""
     path = find_sscd_weights(setting)
-    with _cache_lock:
-        if path is None:
+    if path is None:
+        with _off_lock:
             if setting not in _off_logged:
                 _off_logged.add(setting)
                 log.info(_off_reason(setting))
-            return None
-        key = (path.resolve(), str(device), runtime)
-        if key not in _cache:
-            _cache[key] = SscdEncoder(path, device, runtime=runtime)
-        return _cache[key]
+        return None
+    key = (path.resolve(), str(device), runtime)
+    return cached(SscdEncoder, key, lambda: SscdEncoder(path, device, runtime=runtime))
 
 
 def _off_reason(setting: str) -> str:
@@ -177,17 +164,6 @@ def _off_reason(setting: str) -> str:
 
 def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _pick_device(device: torch.device | str) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    picked = torch.device(device)
-    if picked.type == "cuda" and not torch.cuda.is_available():
-        raise SscdUnavailable(
-            "The SSCD layer was asked to run on CUDA, but no CUDA device is available."
-        )
-    return picked
 
 
 def _sha256(path: Path) -> str:
@@ -208,7 +184,7 @@ def _load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
     except (RuntimeError, ValueError, OSError) as exc:
         raise SscdUnavailable(
             f"The SSCD model file {path} is not a loadable TorchScript module "
-            f"({_first_sentence(exc)}); download {SSCD_URL} again and set {SETTING} to its path."
+            f"({first_sentence(exc)}); download {SSCD_URL} again and set {SETTING} to its path."
         ) from exc
     model.eval()
     try:
@@ -216,7 +192,7 @@ def _load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
             probe = model(torch.zeros(PROBE_SHAPE, device=device))
     except (RuntimeError, ValueError, TypeError) as exc:
         raise SscdUnavailable(
-            f"The SSCD model file {path} fails on an image batch ({_first_sentence(exc)}); "
+            f"The SSCD model file {path} fails on an image batch ({first_sentence(exc)}); "
             f"{SETTING} must name {SSCD_FILE}."
         ) from exc
     shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
@@ -226,8 +202,3 @@ def _load(path: Path, device: torch.device) -> torch.jit.ScriptModule:
             f"not (1, {DIM}): {SETTING} must name the 512-d {SSCD_FILE}."
         )
     return model
-
-
-def _first_sentence(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split(". ")[0].rstrip(".")

@@ -20,7 +20,7 @@ import torch
 from app.cli import main
 from app.runtime import Runtime
 from config import Settings
-from embed import clip as clip_module
+from embed import model as model_module
 from embed.clip import ClipEncoder, declared_dim, load_clip, resolve_model
 from embed.decode import decode_image
 from embed.descriptors import CLIP, TextSearchUnavailable, build_descriptors
@@ -104,7 +104,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test loads its models afresh (the per-process cache is emptied)."""
-    monkeypatch.setattr(clip_module, "_cache", {})
+    monkeypatch.setitem(model_module._cache, ClipEncoder, {})
 
 
 def text_settings(data_dir: Path, model: Path | str, **overrides: Any) -> Settings:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from app.cli import main
 from embed import clip as clip_module
+from embed import model as model_module
 from tests.conftest import photo
 from tests.test_clip import save_tiny_clip
 
@@ -58,7 +59,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The user's settings: random weights, no SSCD, a data dir the evaluation must not touch."""
-    monkeypatch.setattr(clip_module, "_cache", {})
+    monkeypatch.setitem(model_module._cache, clip_module.ClipEncoder, {})
     data = tmp_path / "my-catalog"
     for key, value in {
         "IMGSEARCH_DATA_DIR": str(data),

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from embed import model as model_module
 from embed import onnx, sscd
 from embed.sscd import (
     DIM,
@@ -66,7 +67,7 @@ def save_scripted(module: nn.Module, path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test sees an empty per-process cache and its own empty torch hub folder."""
-    monkeypatch.setattr(sscd, "_cache", {})
+    monkeypatch.setitem(model_module._cache, SscdEncoder, {})
     monkeypatch.setattr(sscd, "_off_logged", set())
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
 
@@ -226,7 +227,7 @@ def test_on_the_cpu_onnx_runtime_gives_torch_s_vectors_at_every_aspect_ratio(
 ) -> None:
     exported = SscdEncoder(tiny_file)
     eager = SscdEncoder(tiny_file, runtime="torch")
-    assert exported._onnx is not None and eager._onnx is None
+    assert exported.session.runtime == "onnx" and eager.session.runtime == "torch"
     sizes = [(400, 300), (300, 900), (160, 120), (333, 333)]  # none is a probe's size
     images = [draw_image(seed, size) for seed, size in enumerate(sizes)]
     np.testing.assert_allclose(exported.embed(images), eager.embed(images), atol=1e-5)
@@ -234,7 +235,7 @@ def test_on_the_cpu_onnx_runtime_gives_torch_s_vectors_at_every_aspect_ratio(
 
 def test_a_size_dependent_model_keeps_its_sizes_through_onnx_runtime(tmp_path: Path) -> None:
     encoder = SscdEncoder(save_scripted(ShapeEcho(), tmp_path / SSCD_FILE))
-    assert encoder._onnx is not None
+    assert encoder.session.runtime == "onnx"
     vectors = encoder.embed([draw_image(1, (400, 300)), draw_image(2, (300, 900))])
     sizes = np.rint(vectors[:, :2] / vectors[:, 2:3]).astype(int).tolist()
     assert sizes == [[288, 384], [864, 288]]
@@ -253,7 +254,7 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_torch_runs_it(
     monkeypatch.setattr(onnx, "export", wrong_export)
     with caplog.at_level(logging.WARNING):
         encoder = SscdEncoder(tiny_file)
-    assert encoder._onnx is None
+    assert encoder.session.runtime == "torch"
     assert "differs from torch" in caplog.text and "running it in torch" in caplog.text
     images = [draw_image(seed) for seed in range(3)]
     expected = SscdEncoder(tiny_file, runtime="torch").embed(images)

@@ -180,6 +180,7 @@ def test_every_point_carries_each_descriptor_and_the_model_that_built_it(
 def test_reindex_backfills_a_new_descriptor_resumably(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from embed import model as model_module
     from embed import sscd as sscd_module
     from ingest.reindex import reindex
     from tests.test_sscd import TinySscd, save_scripted
@@ -195,7 +196,7 @@ def test_reindex_backfills_a_new_descriptor_resumably(
 
     # SSCD weights become available: the catalog's points lack the descriptor until reindexed.
     weights = save_scripted(TinySscd(), tmp_path / "models" / "sscd_disc_mixup.torchscript.pt")
-    monkeypatch.setattr(sscd_module, "_cache", {})
+    monkeypatch.setitem(model_module._cache, sscd_module.SscdEncoder, {})
     runtime = Runtime(make_settings(tmp_path / "data", verdict={"sscd_weights": str(weights)}))
     try:
         descriptors = runtime.descriptors
