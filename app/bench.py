@@ -28,12 +28,13 @@ from torchvision.models import resnet50
 from app.runtime import Runtime
 from config import Settings
 from embed.decode import decode_image
-from embed.descriptors import specs
+from embed.descriptors import IMAGE, specs
 from embed.encoder import NATIVE_BF16_FLAGS, Encoder, cpu_flags, load_encoder
 from ingest.sources.folder import FolderSource
 from search.edits import EDITS
 from search.service import Query
-from store.index import PointRecord, VectorIndex, open_index
+from store.factory import open_index
+from store.index import PointRecord, VectorIndex
 from store.keys import point_id
 
 BASELINE_BATCH = 16
@@ -119,7 +120,7 @@ def run_bench(
             reopened = index.count()
             figures["reopen_s"] = round(time.perf_counter() - began, 3)
             began = time.perf_counter()
-            index.query(_unit(np.random.default_rng(1), 2048), using="image", top_k=12)
+            index.query(_unit(np.random.default_rng(1), 2048), using=IMAGE, top_k=12)
             figures["first_query_after_reopen_ms"] = round(1000 * (time.perf_counter() - began), 2)
             figures["reopened_count"] = reopened
         finally:
@@ -251,11 +252,11 @@ def time_queries(index: VectorIndex, count: int) -> dict[str, Any]:
     rng = np.random.default_rng(2)
     vectors = _units(rng, count + 3, 2048)
     for vector in vectors[:3]:  # warm-up: caches, lazily loaded segments
-        index.query(vector, using="image", top_k=12)
+        index.query(vector, using=IMAGE, top_k=12)
     timings = []
     for vector in vectors[3:]:
         began = time.perf_counter()
-        index.query(vector, using="image", top_k=12)
+        index.query(vector, using=IMAGE, top_k=12)
         timings.append(1000 * (time.perf_counter() - began))
     return {
         "queries": len(timings),

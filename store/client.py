@@ -12,13 +12,12 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from config import QdrantSettings
+from store.filters import AnyOf, Between, Exact, Words, parse_where
+from store.folder import claim_folder, locked_sentence
 from store.index import (
     OVERSAMPLING,
     PAYLOAD_INDEXES,
     SCHEMA,
-    AnyOf,
-    Between,
-    Exact,
     Hit,
     IndexLocked,
     IndexUnavailable,
@@ -26,13 +25,9 @@ from store.index import (
     Strategy,
     VectorIndex,
     VectorSpec,
-    Words,
-    claim_folder,
     first_line,
     guarded,
-    locked_sentence,
     named_vectors,
-    parse_where,
 )
 
 log = logging.getLogger(__name__)
@@ -80,14 +75,14 @@ class ClientIndex(VectorIndex):
         self,
         client: QdrantClient,
         collection: str,
-        distance: str = "cosine",
+        specs: Sequence[VectorSpec],
         *,
         payload_indexes: bool = False,
         quantization: bool = False,
         search_params: bool = False,
         **options: Any,
     ) -> None:
-        super().__init__(collection, distance, **options)
+        super().__init__(collection, specs, **options)
         self.client = client
         self.payload_indexes = payload_indexes  # local mode has none (it warns)
         self.quantization = quantization
@@ -181,6 +176,15 @@ class ClientIndex(VectorIndex):
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.client.update_collection(self.collection, metadata={"imgsearch": meta})
+
+    @guarded
+    def stored_vectors(self) -> dict[str, tuple[str, int]]:
+        """{name: (distance, size)} of every vector the collection holds, declared here or not."""
+        self.ensure_collection()
+        return {
+            name: (str(params.distance.value).lower(), int(params.size))
+            for name, params in self._vector_params(self.collection).items()
+        }
 
     def _vector_params(self, name: str) -> dict[str, models.VectorParams]:
         vectors = self.client.get_collection(name).config.params.vectors
@@ -330,7 +334,7 @@ class ClientIndex(VectorIndex):
         self,
         vectors: Sequence[np.ndarray],
         *,
-        using: str = "image",
+        using: str,
         top_k: int = 10,
         threshold: float | None = None,
         where: Mapping[str, Any] | None = None,
@@ -365,7 +369,7 @@ class ClientIndex(VectorIndex):
         positive: Sequence[str | np.ndarray],
         negative: Sequence[str | np.ndarray] = (),
         *,
-        using: str = "image",
+        using: str,
         strategy: Strategy = Strategy.AVERAGE_VECTOR,
         top_k: int = 10,
         offset: int = 0,
@@ -488,7 +492,7 @@ def _hit(point: models.ScoredPoint) -> Hit:
 
 
 def build_filter(where: Mapping[str, Any] | None) -> models.Filter | None:
-    """A qdrant-client payload filter from a `where` mapping (see store.index.parse_where)."""
+    """A qdrant-client payload filter from a `where` mapping (see store.filters.parse_where)."""
     conditions = parse_where(where)
     if not conditions:
         return None
@@ -508,7 +512,7 @@ def build_filter(where: Mapping[str, Any] | None) -> models.Filter | None:
     return models.Filter(must=must)
 
 
-def open_server_index(q: QdrantSettings, specs: Sequence[VectorSpec] | None) -> ClientIndex:
+def open_server_index(q: QdrantSettings, specs: Sequence[VectorSpec]) -> ClientIndex:
     """A Qdrant server or cluster (gRPC when prefer_grpc), with payload indexes."""
     client = QdrantClient(
         url=q.url,
@@ -521,8 +525,7 @@ def open_server_index(q: QdrantSettings, specs: Sequence[VectorSpec] | None) -> 
     return ClientIndex(
         client,
         q.collection,
-        q.distance,
-        specs=specs,
+        specs,
         where=q.url,
         upsert_batch=q.upsert_batch,
         payload_indexes=True,
@@ -534,21 +537,21 @@ def open_server_index(q: QdrantSettings, specs: Sequence[VectorSpec] | None) -> 
 def open_local_mode_index(
     path: Path | str,
     collection: str,
-    distance: str = "cosine",
-    upsert_batch: int = 128,
+    specs: Sequence[VectorSpec],
     *,
-    specs: Sequence[VectorSpec] | None = None,
+    upsert_batch: int = 128,
 ) -> ClientIndex:
     """qdrant-client's local mode in a folder (or ":memory:"); a held folder raises IndexLocked."""
-    options: dict[str, Any] = {"specs": specs, "upsert_batch": upsert_batch}
     if str(path) == ":memory:":
         client = QdrantClient(location=":memory:")
-        return ClientIndex(client, collection, distance, where=":memory:", **options)
+        return ClientIndex(client, collection, specs, where=":memory:", upsert_batch=upsert_batch)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     client = open_local_client(folder)
     release = claim_folder(folder)
-    return ClientIndex(client, collection, distance, where=str(folder), on_close=release, **options)
+    return ClientIndex(
+        client, collection, specs, where=str(folder), on_close=release, upsert_batch=upsert_batch
+    )
 
 
 def open_local_client(folder: Path) -> QdrantClient:

@@ -7,40 +7,35 @@ Layout under the index folder (IMGSEARCH_DATA_DIR/qdrant):
   edge/<collection>.building  a copy being indexed (HNSW) by a child process
   collection/, meta.json      a catalog left by qdrant-client's local mode, moved in on open
 
-The HNSW graph is built in a child process on a copy of the shard, because `optimize()` holds
-Python's GIL for its whole run (minutes at 100k points); queries meanwhile search the live shard
-exactly. The finished copy takes the writes made since the copy and is swapped in.
+The HNSW graph is built in a child process on a copy of the shard (store/edge_build.py), because
+`optimize()` holds Python's GIL for its whole run (minutes at 100k points); queries meanwhile
+search the live shard exactly. The finished copy takes the writes made since the copy and is
+swapped in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
 
+from store.edge_build import Build
+from store.filters import AnyOf, Between, Exact, Words, parse_where
+from store.folder import claim_folder, locked_sentence, take_lock, write_json_atomically
 from store.index import (
     OVERSAMPLING,
     PAYLOAD_INDEXES,
     SCHEMA,
-    AnyOf,
-    Between,
-    Exact,
     Hit,
     IndexLocked,
     IndexUnavailable,
@@ -48,16 +43,12 @@ from store.index import (
     Strategy,
     VectorIndex,
     VectorSpec,
-    Words,
     average_vector,
-    claim_folder,
     first_line,
     guarded,
-    locked_sentence,
     named_vectors,
-    parse_where,
-    write_json_atomically,
 )
+from store.keys import parse_point_id
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +80,15 @@ class EdgeIndex(VectorIndex):
         self,
         folder: Path,
         collection: str,
-        distance: str = "cosine",
+        specs: Sequence[VectorSpec],
         *,
         hnsw_after: int = HNSW_AFTER,
         quantization: bool = False,
         temporary: bool = False,
+        on_open: Callable[[EdgeIndex], None] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(collection, distance, **options)
+        super().__init__(collection, specs, **options)
         self.quantization = quantization  # int8 (rescored) for the vectors that are not binary
         self.folder = folder
         self.base = folder / "edge"
@@ -106,10 +98,12 @@ class EdgeIndex(VectorIndex):
         self.old = self.base / f"{collection}.old"
         self.hnsw_after = hnsw_after or HNSW_AFTER
         self.temporary = temporary
+        self._on_open = on_open
         self.base.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _take_lock(self.base / f"{collection}.lock", folder)
+        self._lock_file = take_lock(self.base / f"{collection}.lock", folder)
         self._closed = False
-        self._build: _Build | None = None
+        self._build: Build | None = None
+        self._builds_held = 0  # inside bulk_load: no build starts
         self._reindex = False  # the stored config changed: the next open re-indexes
         try:
             self._recover_swap()
@@ -198,37 +192,52 @@ class EdgeIndex(VectorIndex):
         if self.building.exists():
             shutil.rmtree(self.building)
 
-    def _stored_vectors(self) -> dict[str, tuple[str, int]]:
+    def _stored(self) -> dict[str, tuple[str, int]]:
         config = json.loads((self.path / "edge_config.json").read_text())
         return {
             name: (str(v["distance"]).lower(), int(v["size"]))
             for name, v in (config.get("vectors") or {}).items()
         }
 
-    def _open(self) -> dict[str, Any]:
-        from store.migrate import migrate_local_mode
+    @guarded
+    def stored_vectors(self) -> dict[str, tuple[str, int]]:
+        """{name: (distance, size)} of every vector the shard holds, declared here or not."""
+        self.ensure_collection()
+        return self._stored()
 
+    @guarded
+    def add_vector(self, name: str, size: int, distance: str) -> None:
+        """Give the shard a named vector it lacks (a catalog moved in keeps the vectors this
+        process does not declare); nothing when it has one of that name."""
+        self.ensure_collection()
+        if name not in self._stored():
+            self._create_vector(name, size, distance)
+
+    def _create_vector(self, name: str, size: int, distance: str) -> None:
+        self.shard.update(qe.UpdateOperation.create_dense_vector(name, size, DISTANCES[distance]))
+
+    def _open(self) -> dict[str, Any]:
         meta = self._read_meta()
-        self.check_distances(self._stored_vectors())
-        missing = [s for name, s in self.specs.items() if name not in self._stored_vectors()]
-        for spec in missing:
-            log.info("adding the %s vector to catalog %s", spec.name, self.collection)
-            self.shard.update(
-                qe.UpdateOperation.create_dense_vector(
-                    spec.name, spec.size, DISTANCES[spec.distance]
-                )
-            )
+        stored = self._stored()
+        self.check_distances(stored)
+        for spec in self.specs.values():
+            if spec.name not in stored:
+                log.info("adding the %s vector to catalog %s", spec.name, self.collection)
+                self._create_vector(spec.name, spec.size, spec.distance)
         schema = self.shard.info().payload_schema
         for key, kind in PAYLOAD_INDEXES.items():
             if key not in schema:
                 self.shard.update(qe.UpdateOperation.create_field_index(key, _schema(kind)))
-        recorded = migrate_local_mode(self)
-        if recorded and not meta.get("vectors"):
-            meta["vectors"] = recorded  # the local catalog's models, when it recorded them
-        if not self.meta_path.exists() or recorded:
+        if not self.meta_path.exists():
             self._write_meta(meta)
-        self._maybe_build()
         return meta
+
+    def _opened(self) -> None:
+        """Move in a catalog another engine left in the folder (the factory's on_open), then
+        start the HNSW build if one is due."""
+        if self._on_open is not None:
+            self._on_open(self)
+        self._maybe_build()
 
     def _read_meta(self) -> dict[str, Any]:
         try:
@@ -256,11 +265,35 @@ class EdgeIndex(VectorIndex):
         for start in range(0, len(records), self.upsert_batch):
             chunk = records[start : start + self.upsert_batch]
             points = [
-                qe.Point(r.id, {n: _floats(v) for n, v in r.vectors.items()}, dict(r.payload))
+                qe.Point(
+                    parse_point_id(r.id),
+                    {n: _floats(v) for n, v in r.vectors.items()},
+                    dict(r.payload),
+                )
                 for r in chunk
             ]
             self._apply(qe.UpdateOperation.upsert_points(points), [r.id for r in chunk])
         self._maybe_build()
+
+    @guarded
+    def flush(self) -> None:
+        """Write the shard's points to disk now (the engine otherwise flushes on its own)."""
+        self.ensure_collection()
+        self.shard.flush()
+
+    @contextlib.contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Writes inside start no background HNSW build (one started part way would index only
+        part of the load); at the end one starts if it is due."""
+        with self._lock:
+            self._builds_held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._builds_held -= 1
+                if not self._builds_held:
+                    self._maybe_build()
 
     @guarded
     def update_vectors(self, vectors: Mapping[str, Mapping[str, np.ndarray]]) -> None:
@@ -299,7 +332,7 @@ class EdgeIndex(VectorIndex):
         self,
         vectors: Sequence[np.ndarray],
         *,
-        using: str = "image",
+        using: str,
         top_k: int = 10,
         threshold: float | None = None,
         where: Mapping[str, Any] | None = None,
@@ -331,7 +364,7 @@ class EdgeIndex(VectorIndex):
         positive: Sequence[str | np.ndarray],
         negative: Sequence[str | np.ndarray] = (),
         *,
-        using: str = "image",
+        using: str,
         strategy: Strategy = Strategy.AVERAGE_VECTOR,
         top_k: int = 10,
         offset: int = 0,
@@ -397,7 +430,7 @@ class EdgeIndex(VectorIndex):
             return []
         self.ensure_collection()
         records = self.shard.retrieve(
-            [_point_id(i) for i in ids], True, list(with_vectors) if with_vectors else False
+            [parse_point_id(i) for i in ids], True, list(with_vectors) if with_vectors else False
         )
         return [_record(r) for r in records]
 
@@ -446,7 +479,7 @@ class EdgeIndex(VectorIndex):
 
     # -- HNSW in the background ---------------------------------------------------------------
     def _maybe_build(self) -> None:
-        if self._build is not None or self._closed or self.temporary:
+        if self._build is not None or self._closed or self.temporary or self._builds_held:
             return
         built = int(self._read_meta().get("hnsw_points") or 0)
         if self._reindex or self.shard.info().points_count - built >= self.hnsw_after:
@@ -457,7 +490,7 @@ class EdgeIndex(VectorIndex):
         """Index (HNSW) the unindexed points in a child process; queries answer meanwhile."""
         with self._lock:
             if self._build is None and not self._closed:
-                self._build = _Build()
+                self._build = Build()
                 thread = threading.Thread(target=self._run_build, name="hnsw-build", daemon=True)
                 self._build.thread = thread
                 thread.start()
@@ -473,20 +506,14 @@ class EdgeIndex(VectorIndex):
                 self.shard.flush()
                 shutil.copytree(self.path, self.building)
             log.info("building the HNSW index of %s in the background", self.collection)
-            build.child = subprocess.Popen(
-                [sys.executable, "-m", "store.edge", str(self.building), str(os.getpid())],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                cwd=str(Path(__file__).resolve().parent.parent),
-            )
-            _, err = build.child.communicate()
+            returncode, last_line = build.run(self.building)
             with self._lock:
-                if build.child.returncode != 0 or self._closed or build.schema_changed:
-                    if build.child.returncode not in (0, -9, -15):
+                if returncode != 0 or self._closed or build.schema_changed:
+                    if returncode not in (0, -9, -15):
                         log.warning(
                             "the background HNSW build of %s stopped (%s); exact search goes on",
                             self.collection,
-                            err.decode(errors="replace").strip().splitlines()[-1:] or "no output",
+                            last_line,
                         )
                     return
                 self._swap_in(build)
@@ -498,29 +525,9 @@ class EdgeIndex(VectorIndex):
                     shutil.rmtree(self.building, ignore_errors=True)
                 self._build = None
 
-    def _swap_in(self, build: _Build) -> None:
+    def _swap_in(self, build: Build) -> None:
         """Bring the copy up to date with the live shard, then replace the live shard by it."""
-        fresh = qe.EdgeShard.load(str(self.building))
-        try:
-            changed = sorted(build.changed)
-            for start in range(0, len(changed), 256):
-                ids = changed[start : start + 256]
-                live = {
-                    str(r.id): r
-                    for r in self.shard.retrieve([_point_id(i) for i in ids], True, True)
-                }
-                gone = [i for i in ids if i not in live]
-                if live:
-                    fresh.update(
-                        qe.UpdateOperation.upsert_points(
-                            [qe.Point(r.id, r.vector or {}, r.payload or {}) for r in live.values()]
-                        )
-                    )
-                if gone:
-                    fresh.update(qe.UpdateOperation.delete_points([_point_id(i) for i in gone]))
-            fresh.flush()
-        finally:
-            fresh.close()
+        build.catch_up(self.building, self.shard)
         self.shard.close()
         os.replace(self.path, self.old)
         os.replace(self.building, self.path)
@@ -538,8 +545,8 @@ class EdgeIndex(VectorIndex):
                 return
             self._closed = True
             build = self._build
-            if build is not None and build.child is not None and build.child.poll() is None:
-                build.child.kill()
+            if build is not None:
+                build.stop()
         if build is not None and build.thread is not None:
             build.thread.join(timeout=60)
         with self._lock:
@@ -548,26 +555,6 @@ class EdgeIndex(VectorIndex):
             if self.temporary:
                 shutil.rmtree(self.folder, ignore_errors=True)
             super().close()
-
-
-class _Build:
-    """A background HNSW build: its child process and the ids written meanwhile."""
-
-    def __init__(self) -> None:
-        self.changed: set[str] = set()
-        self.schema_changed = False
-        self.child: subprocess.Popen[bytes] | None = None
-        self.thread: threading.Thread | None = None
-
-
-def _take_lock(path: Path, folder: Path) -> IO[bytes]:
-    handle = path.open("a+b")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise IndexLocked(locked_sentence(folder)) from None
-    return handle
 
 
 def _vector_params(size: int, distance: qe.Distance, quantized: str | None) -> qe.EdgeVectorParams:
@@ -598,13 +585,6 @@ def _floats(vector: np.ndarray) -> list[float]:
     return floats
 
 
-def _point_id(pid: str) -> Any:
-    try:
-        return uuid.UUID(pid)
-    except ValueError:
-        return int(pid) if pid.isdigit() else pid
-
-
 def _hit(point: qe.ScoredPoint) -> Hit:
     return Hit(id=str(point.id), score=float(point.score), payload=dict(point.payload or {}))
 
@@ -621,7 +601,7 @@ def _record(record: qe.Record) -> Hit:
 def edge_filter(
     where: Mapping[str, Any] | None, *, exclude: Sequence[str] = ()
 ) -> qe.Filter | None:
-    """An Edge payload filter from a `where` mapping (see store.index.parse_where)."""
+    """An Edge payload filter from a `where` mapping (see store.filters.parse_where)."""
     must: list[Any] = []
     for c in parse_where(where):
         if isinstance(c, Exact):
@@ -634,7 +614,7 @@ def edge_filter(
         elif isinstance(c, Words):
             must.append(qe.FieldCondition(key=c.key, match=qe.MatchText(c.text)))
     must_not: list[Any] | None = (
-        [qe.HasIdCondition({_point_id(i) for i in exclude})] if exclude else None
+        [qe.HasIdCondition({parse_point_id(i) for i in exclude})] if exclude else None
     )
     if not must and not must_not:
         return None
@@ -644,50 +624,30 @@ def edge_filter(
 def open_edge_index(
     path: Path | str,
     collection: str,
-    distance: str = "cosine",
-    upsert_batch: int = 128,
+    specs: Sequence[VectorSpec],
     *,
-    specs: Sequence[VectorSpec] | None = None,
+    upsert_batch: int = 128,
     hnsw_after: int = 0,
     quantization: bool = False,
+    on_open: Callable[[EdgeIndex], None] | None = None,
 ) -> EdgeIndex:
-    """Open (or create) the Edge shard of a collection in a folder; ":memory:" = a temp folder."""
+    """Open (or create) the Edge shard of a collection in a folder; ":memory:" = a temp folder.
+
+    on_open runs once the shard is open and checked, before its first use (the factory moves a
+    local-mode catalog in there).
+    """
     options: dict[str, Any] = {
-        "specs": specs,
         "upsert_batch": upsert_batch,
         "quantization": quantization,
+        "on_open": on_open,
     }
     if str(path) == ":memory:":
         folder = Path(tempfile.mkdtemp(prefix="imgsearch-edge-"))
-        return EdgeIndex(folder, collection, distance, temporary=True, where=":memory:", **options)
+        return EdgeIndex(folder, collection, specs, temporary=True, where=":memory:", **options)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     index = EdgeIndex(
-        folder, collection, distance, hnsw_after=hnsw_after, where=str(folder), **options
+        folder, collection, specs, hnsw_after=hnsw_after, where=str(folder), **options
     )
     index._on_close = claim_folder(folder)
     return index
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this child when the process that started it dies (kill -9 too)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _optimize(path: str, parent: int) -> None:
-    """The child process of a background build: index the copy, then close it cleanly."""
-    _die_with_parent()
-    if os.getppid() != parent:
-        return  # the parent is already gone; its copy is stale
-    shard = qe.EdgeShard.load(path)
-    try:
-        shard.optimize()
-        shard.flush()
-    finally:
-        shard.close()
-
-
-if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        _optimize(sys.argv[1], int(sys.argv[2]))

@@ -1,31 +1,26 @@
 """The vector index: one interface, two engines (Qdrant Edge embedded, qdrant-client).
 
-`VectorIndex` is what the rest of imgsearch uses. `store.edge.EdgeIndex` runs Qdrant's own Rust
-engine in-process (the embedded default); `store.client.ClientIndex` talks to a Qdrant server
-(gRPC preferred) or runs qdrant-client's local mode. Both answer the same calls the same way.
+`VectorIndex` is what the rest of imgsearch uses; this module knows neither engine. The engines
+implement it: `store.edge.EdgeIndex` runs Qdrant's own Rust engine in-process (the embedded
+default); `store.client.ClientIndex` talks to a Qdrant server (gRPC preferred) or runs
+qdrant-client's local mode. Both answer the same calls the same way (tests/test_index_congruence.py
+compares them). `store.factory` opens the configured one; `store.filters` is the `where` language.
+The index knows no descriptor: its vectors are the specs it is opened with, and every query names
+the vector it searches.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
-import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from datetime import date, datetime
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from config import Settings
-
-VECTOR_NAME = "image"  # the similarity vector (ResNet50), the default `using` of a query
-DIM = 2048
 SCHEMA = 2  # 1: one "image" vector and no metadata; 2: named descriptors recorded in metadata
 DISTANCE_NAMES = ("cosine", "dot", "euclid", "manhattan")
 # Payload indexes (where the engine has them): keyword filters and facets, date ranges, words.
@@ -112,93 +107,6 @@ class Hit:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-# -- filters: one neutral form, translated by each engine -------------------------------------
-@dataclass(frozen=True)
-class Exact:
-    """The field equals this value."""
-
-    key: str
-    value: str | int | bool
-
-
-@dataclass(frozen=True)
-class AnyOf:
-    """The field equals one of these values."""
-
-    key: str
-    values: tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Between:
-    """The field lies in a range: ISO-8601 datetimes (dates=True) or numbers."""
-
-    key: str
-    bounds: Mapping[str, Any]  # any of gt, gte, lt, lte
-    dates: bool
-
-
-@dataclass(frozen=True)
-class Words:
-    """Every word of `text` occurs in the field (full-text, case-insensitive)."""
-
-    key: str
-    text: str
-
-
-Condition = Exact | AnyOf | Between | Words
-RANGE_KEYS = ("gt", "gte", "lt", "lte")
-
-
-def parse_where(where: Mapping[str, Any] | None) -> list[Condition]:
-    """The conditions of a `where` mapping (all must hold); BadFilter for other shapes.
-
-    `{field: value}` exact, `{field: [v1, v2]}` any of, `{field: {"gte": x, "lte": y}}` a range
-    (ISO-8601 strings, dates or datetimes = datetime range, numbers = numeric range),
-    `{field: {"text": "some words"}}` all of the words.
-    """
-    conditions: list[Condition] = []
-    for key, value in (where or {}).items():
-        if isinstance(value, Mapping):
-            if set(value) == {"text"}:
-                conditions.append(Words(key, str(value["text"])))
-                continue
-            unknown = set(value) - set(RANGE_KEYS)
-            if unknown or not value:
-                raise BadFilter(
-                    f"the filter on {key!r} has {sorted(map(str, unknown)) or 'no'} keys; use "
-                    'gt/gte/lt/lte for a range or "text" for words'
-                )
-            bounds = {k: v for k, v in value.items() if v is not None}
-            dates = any(isinstance(v, str | date) for v in bounds.values())
-            if dates:
-                bounds = {k: _iso(v, key) for k, v in bounds.items()}
-            elif not all(isinstance(v, int | float) for v in bounds.values()):
-                raise BadFilter(f"the range on {key!r} needs numbers or ISO-8601 dates")
-            conditions.append(Between(key, bounds, dates))
-        elif isinstance(value, list | tuple | set | frozenset):
-            conditions.append(AnyOf(key, tuple(value)))
-        elif isinstance(value, str | int | bool):
-            conditions.append(Exact(key, value))
-        else:
-            raise BadFilter(f"the filter on {key!r} cannot match a {type(value).__name__}")
-    return conditions
-
-
-def _iso(value: Any, key: str) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day).isoformat()
-    if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadFilter(f"the range on {key!r} has {value!r}, not an ISO-8601 date") from None
-        return value
-    raise BadFilter(f"the range on {key!r} mixes dates and numbers")
-
-
 def average_vector(positive: Sequence[np.ndarray], negative: Sequence[np.ndarray]) -> np.ndarray:
     """Qdrant's average_vector recommend target: avg(+) + (avg(+) - avg(-)), or avg(+)."""
     pos = np.mean(np.stack(positive), axis=0)
@@ -240,16 +148,16 @@ class VectorIndex(ABC):
     def __init__(
         self,
         collection: str,
-        distance: str = "cosine",
+        specs: Sequence[VectorSpec],
         *,
-        specs: Sequence[VectorSpec] | None = None,
         where: str = "",
         upsert_batch: int = 128,
         on_close: Callable[[], None] | None = None,
     ) -> None:
+        if not specs:
+            raise ValueError(f"the index {collection} needs at least one named vector")
         self.collection = collection
-        self.specs = {s.name: s for s in (specs or [VectorSpec(VECTOR_NAME, DIM, distance)])}
-        self.distance = self.specs[VECTOR_NAME].distance if VECTOR_NAME in self.specs else distance
+        self.specs = {s.name: s for s in specs}
         self.where = where or collection
         self.upsert_batch = upsert_batch
         self._lock = threading.RLock()
@@ -269,6 +177,10 @@ class VectorIndex(ABC):
     @abstractmethod
     def _write_meta(self, meta: dict[str, Any]) -> None: ...
 
+    def _opened(self) -> None:
+        """Runs once the collection is open and usable, before the call that opened it."""
+        return None
+
     # -- the collection's record ------------------------------------------------------------
     @guarded
     def ensure_collection(self) -> None:
@@ -276,11 +188,15 @@ class VectorIndex(ABC):
         if not self._ready:
             self._meta = dict(self._open())
             self._ready = True
+            try:
+                self._opened()
+            except BaseException:
+                self._ready = False  # the next call opens (and checks) again
+                raise
 
-    @property
-    def higher_is_better(self) -> bool:
-        """Whether a larger score is closer for the similarity vector."""
-        return self.specs[VECTOR_NAME].higher_is_better
+    @abstractmethod
+    def stored_vectors(self) -> dict[str, tuple[str, int]]:
+        """{name: (distance, size)} of every vector the collection holds, declared here or not."""
 
     def check_distances(self, present: Mapping[str, tuple[str, int]]) -> None:
         """CatalogMismatch when a stored vector's (distance, size) differs from the spec."""
@@ -334,6 +250,15 @@ class VectorIndex(ABC):
             self._meta = {"schema": SCHEMA, "vectors": vectors}
             self._write_meta(self._meta)
 
+    @guarded
+    def adopt_record(self, vectors: Mapping[str, Any]) -> None:
+        """Take the vector record ({name: size, distance, label}) of a catalog moved in from
+        elsewhere, unless this collection records its own."""
+        self.ensure_collection()
+        if vectors and not self._meta.get("vectors"):
+            self._meta = {**self._meta, "schema": SCHEMA, "vectors": dict(vectors)}
+            self._write_meta(self._meta)
+
     # -- writes -------------------------------------------------------------------------------
     @abstractmethod
     def upsert(self, records: Sequence[PointRecord]) -> None:
@@ -360,7 +285,7 @@ class VectorIndex(ABC):
         self,
         vector: np.ndarray,
         *,
-        using: str = VECTOR_NAME,
+        using: str,
         top_k: int = 10,
         threshold: float | None = None,
         where: Mapping[str, Any] | None = None,
@@ -376,7 +301,7 @@ class VectorIndex(ABC):
         self,
         vectors: Sequence[np.ndarray],
         *,
-        using: str = VECTOR_NAME,
+        using: str,
         top_k: int = 10,
         threshold: float | None = None,
         where: Mapping[str, Any] | None = None,
@@ -390,7 +315,7 @@ class VectorIndex(ABC):
         positive: Sequence[str | np.ndarray],
         negative: Sequence[str | np.ndarray] = (),
         *,
-        using: str = VECTOR_NAME,
+        using: str,
         strategy: Strategy = Strategy.AVERAGE_VECTOR,
         top_k: int = 10,
         offset: int = 0,
@@ -465,118 +390,6 @@ def named_vectors(vector: Any) -> dict[str, np.ndarray]:
     if isinstance(vector, Mapping):
         return {str(k): np.asarray(v, dtype=np.float32) for k, v in vector.items()}
     return {}
-
-
-def open_index(
-    settings: Settings,
-    specs: Sequence[VectorSpec] | None = None,
-) -> VectorIndex:
-    """Open the configured index: a Qdrant server when a URL is set, else the embedded folder."""
-    q = settings.qdrant
-    if q.url:
-        from store.client import open_server_index
-
-        return open_server_index(q, specs)
-    return open_local_index(
-        settings.qdrant_path,
-        q.collection,
-        q.distance,
-        q.upsert_batch,
-        specs=specs,
-        engine=q.engine,
-        hnsw_after=q.hnsw_after,
-        quantization=q.quantization == "int8",
-    )
-
-
-def open_local_index(
-    path: Path | str,
-    collection: str,
-    distance: str = "cosine",
-    upsert_batch: int = 128,
-    *,
-    specs: Sequence[VectorSpec] | None = None,
-    engine: Literal["edge", "local"] = "edge",
-    hnsw_after: int = 0,
-    quantization: bool = False,
-) -> VectorIndex:
-    """Open an embedded index folder (or ":memory:"); a held folder raises IndexLocked.
-
-    engine "edge" (the default) is Qdrant Edge, which first moves in any catalog that
-    qdrant-client's local mode left in the folder; "local" is qdrant-client's local mode.
-    hnsw_after: build the HNSW graph in the background once that many points are unindexed
-    (0: Qdrant's own indexing threshold). quantization: Edge keeps an int8 copy of the
-    vectors that are not binary (local mode has no quantization).
-    """
-    if engine == "local":
-        from store.client import open_local_mode_index
-
-        return open_local_mode_index(path, collection, distance, upsert_batch, specs=specs)
-    from store.edge import open_edge_index
-
-    return open_edge_index(
-        path,
-        collection,
-        distance,
-        upsert_batch,
-        specs=specs,
-        hnsw_after=hnsw_after,
-        quantization=quantization,
-    )
-
-
-def claim_folder(folder: Path) -> Callable[[], None]:
-    """Record this process as the folder's holder (for IndexLocked); returns the release."""
-    owner_file = owner_path(folder)
-    owner_file.write_text(json.dumps({"pid": os.getpid(), "command": _command_line()}))
-
-    def release() -> None:
-        owner_file.unlink(missing_ok=True)
-
-    return release
-
-
-def owner_path(folder: Path) -> Path:
-    """The file beside the folder naming the process that holds it."""
-    return folder.with_name(folder.name + ".owner")
-
-
-def locked_sentence(folder: Path) -> str:
-    """One sentence: who holds the folder and what to do."""
-    holder = "another imgsearch process"
-    try:
-        owner = json.loads(owner_path(folder).read_text())
-        holder = f"process {owner['pid']} ({owner['command']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return (
-        f"The embedded index at {folder} is held by {holder}; only one process can open it, so "
-        "stop that process (e.g. the app) first, or run a Qdrant server and set "
-        "IMGSEARCH_QDRANT__URL."
-    )
-
-
-def write_json_atomically(path: Path, value: Any) -> None:
-    """Write JSON so a reader (or a crash) sees the old file or the new one, never half."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    try:
-        directory = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def _command_line() -> str:
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
-    return " ".join(argv)[:200]
 
 
 def first_line(exc: BaseException) -> str:

@@ -13,6 +13,14 @@ def point_id(sha256: str) -> str:
     return str(uuid.uuid5(NAMESPACE, sha256))
 
 
+def parse_point_id(pid: str) -> uuid.UUID | int | str:
+    """A point id as Qdrant Edge takes it: a UUID, an unsigned integer, else the string."""
+    try:
+        return uuid.UUID(pid)
+    except ValueError:
+        return int(pid) if pid.isdigit() else pid
+
+
 def original_key(sha256: str, extension: str) -> str:
     """Object key of the original bytes."""
     return f"originals/{sha256[:2]}/{sha256[2:4]}/{sha256}.{extension}"

@@ -2,7 +2,9 @@
 
 Every point is copied with all its vectors and its payload; the local collection is dropped only
 after every one of its ids is found in the shard, so a run killed at any moment simply copies
-again on the next open (upserts by id are idempotent) and nothing is lost.
+again on the next open (upserts by id are idempotent) and nothing is lost. Only the public
+methods of the two engines are used: the local catalog is read through qdrant-client, the shard
+written through `EdgeIndex`.
 """
 
 from __future__ import annotations
@@ -10,16 +12,13 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import qdrant_edge as qe
 
 from store.client import open_local_client
-from store.index import IndexUnavailable
-
-if TYPE_CHECKING:
-    from store.edge import EdgeIndex
+from store.edge import EdgeIndex
+from store.index import IndexUnavailable, PointRecord
 
 log = logging.getLogger(__name__)
 PAGE = 256
@@ -30,33 +29,25 @@ def has_local_mode_catalog(index: EdgeIndex) -> bool:
     return (index.folder / "collection" / index.collection).exists()
 
 
-def migrate_local_mode(index: EdgeIndex) -> dict[str, Any]:
-    """Copy the local-mode collection into the shard, verify, drop it; return its model record."""
+def migrate_local_mode(index: EdgeIndex) -> None:
+    """Copy the local-mode collection into the shard, verify, drop it; adopt its model record."""
     if not has_local_mode_catalog(index):
-        return {}
-    from store.edge import DISTANCES, _point_id
-
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # local mode warns about large collections
         client = open_local_client(index.folder)
     try:
         if not client.collection_exists(index.collection):
-            return {}
+            return
         info = client.get_collection(index.collection)
         vectors = info.config.params.vectors
-        present = dict(vectors) if isinstance(vectors, Mapping) else {}
-        index.check_distances(
-            {n: (str(p.distance.value).lower(), int(p.size)) for n, p in present.items()}
-        )
-        stored = index._stored_vectors()
-        for name, params in present.items():
-            if name not in stored:  # a vector this configuration does not declare: keep it
-                distance = str(params.distance.value).lower()
-                index.shard.update(
-                    qe.UpdateOperation.create_dense_vector(
-                        name, int(params.size), DISTANCES[distance]
-                    )
-                )
+        present = {
+            name: (str(params.distance.value).lower(), int(params.size))
+            for name, params in (dict(vectors) if isinstance(vectors, Mapping) else {}).items()
+        }
+        index.check_distances(present)
+        for name, (distance, size) in present.items():
+            index.add_vector(name, size, distance)  # one this process does not declare: kept
         recorded = dict(((info.config.metadata or {}).get("imgsearch") or {}).get("vectors") or {})
         total = client.count(index.collection, exact=True).count
         log.warning(
@@ -65,43 +56,42 @@ def migrate_local_mode(index: EdgeIndex) -> dict[str, Any]:
             total,
             index.path,
         )
-        ids: list[Any] = []
+        ids: list[str] = []
         offset: Any = None
-        while True:
-            points, offset = client.scroll(
-                index.collection, limit=PAGE, offset=offset, with_payload=True, with_vectors=True
-            )
-            if points:
-                index.shard.update(
-                    qe.UpdateOperation.upsert_points(
-                        [
-                            qe.Point(
-                                _point_id(str(p.id)),
-                                {
-                                    str(k): np.asarray(v, dtype=np.float32).tolist()
-                                    for k, v in dict(p.vector or {}).items()  # type: ignore[arg-type]
-                                },
-                                dict(p.payload or {}),
-                            )
-                            for p in points
-                        ]
-                    )
+        with index.bulk_load():
+            while True:
+                points, offset = client.scroll(
+                    index.collection,
+                    limit=PAGE,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
                 )
-                ids.extend(_point_id(str(p.id)) for p in points)
-            if offset is None:
-                break
-        index.shard.flush()
-        found = sum(
-            len(index.shard.retrieve(ids[i : i + PAGE], False, False))
-            for i in range(0, len(ids), PAGE)
-        )
-        if found != len(ids):
-            raise IndexUnavailable(
-                f"moving catalog {index.collection} into Qdrant Edge found {found} of {len(ids)} "
-                "points in the new shard, so the old catalog was kept; open it again to retry"
-            )
-        client.delete_collection(index.collection)
+                records = [
+                    PointRecord(
+                        str(p.id),
+                        {
+                            str(k): np.asarray(v, dtype=np.float32)
+                            for k, v in dict(p.vector or {}).items()  # type: ignore[arg-type]
+                        },
+                        dict(p.payload or {}),
+                    )
+                    for p in points
+                ]
+                index.upsert(records)
+                ids.extend(r.id for r in records)
+                if offset is None:
+                    break
+            index.flush()
+            found = sum(len(index.existing(ids[i : i + PAGE])) for i in range(0, len(ids), PAGE))
+            if found != len(ids):
+                raise IndexUnavailable(
+                    f"moving catalog {index.collection} into Qdrant Edge found {found} of "
+                    f"{len(ids)} points in the new shard, so the old catalog was kept; open it "
+                    "again to retry"
+                )
+            client.delete_collection(index.collection)
+            index.adopt_record(recorded)
         log.warning("moved %d points of catalog %s into Qdrant Edge", len(ids), index.collection)
-        return recorded
     finally:
         client.close()

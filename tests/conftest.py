@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw
 from config import Settings
 from embed.descriptors import Descriptors, build_descriptors, specs
 from embed.encoder import Encoder, load_encoder
-from store.index import VectorIndex, open_local_index
+from store.factory import open_local_index
+from store.index import VectorIndex
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from store.images import LocalImageStore
-from store.index import open_local_index
 from store.keys import point_id
+from tests.conftest import make_settings, open_catalog
 from tests.subprocesses import (
     IMGSEARCH,
     child_env,
@@ -74,7 +74,7 @@ def test_a_run_killed_midway_and_run_again_indexes_every_image_exactly_once(
     )
     assert rerun.returncode == 0, rerun.stderr
 
-    index = open_local_index(data / "qdrant", "images")
+    index = open_catalog(data / "qdrant", make_settings(data))
     try:
         points = list(index.scroll())
     finally:

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
+from store.factory import open_local_index
 from store.index import (
     CatalogMismatch,
     IndexLocked,
@@ -17,11 +18,11 @@ from store.index import (
     PointRecord,
     VectorIndex,
     VectorSpec,
-    open_local_index,
 )
 from store.keys import point_id
 
 Engine = Literal["edge", "local"]
+IMAGE_ONLY = [VectorSpec("image", 2048, "cosine")]
 
 
 def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -53,20 +54,20 @@ def engine(request: pytest.FixtureRequest) -> Engine:
 
 
 def opener(engine: Engine) -> Callable[..., VectorIndex]:
-    return functools.partial(open_local_index, engine=engine)
+    return functools.partial(open_local_index, specs=IMAGE_ONLY, engine=engine)
 
 
 @pytest.fixture(params=["memory", "disk"])
 def index(request: pytest.FixtureRequest, tmp_path: Path, engine: Engine) -> Iterator[VectorIndex]:
     where = ":memory:" if request.param == "memory" else tmp_path / "qdrant"
-    opened = open_local_index(where, "images", upsert_batch=7, engine=engine)
+    opened = open_local_index(where, "images", IMAGE_ONLY, upsert_batch=7, engine=engine)
     yield opened
     opened.close()
 
 
 def test_query_returns_the_same_vector_first_with_score_one(index: VectorIndex) -> None:
     vectors = fill(index)
-    hits = index.query(vectors[5], top_k=3)
+    hits = index.query(vectors[5], using="image", top_k=3)
     assert hits[0].id == point_id("sha5")
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert hits[0].payload["sha256"] == "sha5"
@@ -81,8 +82,10 @@ def test_upsert_is_idempotent_by_id(index: VectorIndex) -> None:
 
 def test_threshold_and_payload_filter(index: VectorIndex) -> None:
     vectors = fill(index)
-    assert [h.id for h in index.query(vectors[3], top_k=10, threshold=0.9)] == [point_id("sha3")]
-    odd = index.query(vectors[4], top_k=20, where={"source": "odd"})
+    assert [h.id for h in index.query(vectors[3], using="image", top_k=10, threshold=0.9)] == [
+        point_id("sha3")
+    ]
+    odd = index.query(vectors[4], using="image", top_k=20, where={"source": "odd"})
     assert odd and all(h.payload["source"] == "odd" for h in odd)
 
 
@@ -104,7 +107,7 @@ def test_disk_index_persists_across_reopen(tmp_path: Path, engine: Engine) -> No
     again = opener(engine)(tmp_path / "q", "images")
     try:
         assert again.count() == 20
-        assert again.query(vectors[9], top_k=1)[0].id == point_id("sha9")
+        assert again.query(vectors[9], using="image", top_k=1)[0].id == point_id("sha9")
     finally:
         again.close()
 
@@ -126,23 +129,23 @@ def test_a_second_opener_gets_one_sentence_naming_the_holder(
 
 
 def test_euclid_scores_are_distances(tmp_path: Path, engine: Engine) -> None:
-    index = opener(engine)(":memory:", "images", distance="euclid")
+    index = opener(engine)(":memory:", "images", specs=[VectorSpec("image", 2048, "euclid")])
     vectors = fill(index)
-    hits = index.query(vectors[0], top_k=2)
-    assert not index.higher_is_better
+    hits = index.query(vectors[0], using="image", top_k=2)
+    assert not index.specs["image"].higher_is_better
     assert hits[0].score == pytest.approx(0.0, abs=1e-4)
     assert hits[1].score > hits[0].score
 
 
 def test_an_unreachable_server_is_one_clear_error(settings: object) -> None:
     from config import Settings
-    from store.index import open_index
+    from store.factory import open_index
     from tests.conftest import free_port
 
     assert isinstance(settings, Settings)
     settings.qdrant.url = f"http://127.0.0.1:{free_port()}"
     settings.qdrant.timeout_s = 2
-    index = open_index(settings)
+    index = open_index(settings, IMAGE_ONLY)
     with pytest.raises(IndexUnavailable, match="did not answer"):
         index.count()
 
@@ -236,7 +239,7 @@ def test_a_catalog_of_the_previous_version_is_migrated_with_every_point(
     client.close()
     index = opener(engine)(tmp_path / "q", "images", specs=SPECS)
     assert index.count() == 300
-    hits = index.query(vectors[7], top_k=1)
+    hits = index.query(vectors[7], using="image", top_k=1)
     assert hits[0].payload == {"i": 7}
     assert hits[0].score == pytest.approx(1.0, abs=1e-5)
     index.check_labels({"image": "ResNet50 random (seeded)"})  # schema 1 recorded none
@@ -360,8 +363,10 @@ def test_server_int8_collections_are_rescored_and_pdq_stays_binary() -> None:
         info = index.client.get_collection("images").config
         assert isinstance(info.params.vectors, dict)
         assert isinstance(info.params.vectors["pdq"].quantization_config, models.BinaryQuantization)
-        (hit,) = index.query(vectors[4], top_k=1)  # a request with rescore=True is accepted
+        (hit,) = index.query(
+            vectors[4], using="image", top_k=1
+        )  # a request with rescore=True is accepted
         assert hit.id == point_id("s4") and hit.score == pytest.approx(1.0, abs=1e-5)
-        assert index.recommend([point_id("s4")], top_k=1)[0].id != point_id("s4")
+        assert index.recommend([point_id("s4")], using="image", top_k=1)[0].id != point_id("s4")
     finally:
         index.close()

@@ -10,10 +10,12 @@ import pytest
 from qdrant_client import QdrantClient, models
 
 from store.edge import EdgeIndex
-from store.index import PointRecord, VectorSpec, open_local_index
+from store.factory import open_local_index
+from store.index import PointRecord, VectorSpec
 from store.keys import point_id
 
 SPECS = [VectorSpec("image", 2048, "cosine"), VectorSpec("pdq", 256, "manhattan")]
+IMAGE_ONLY = SPECS[:1]
 
 
 def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -24,8 +26,6 @@ def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
 
 def write_local_mode_catalog(folder: Path, n: int) -> np.ndarray:
     """A catalog as the previous default (qdrant-client local mode) wrote it, with its record."""
-    from store.index import open_local_index
-
     index = open_local_index(folder, "images", specs=SPECS, engine="local")
     vectors = unit_vectors(n)
     bits = (vectors[:, :256] > 0).astype(np.float32)
@@ -58,7 +58,7 @@ def test_a_local_mode_catalog_moves_into_edge_with_every_vector_and_payload(
         assert np.allclose(hit.vectors["image"], vectors[7], atol=1e-6)
         assert np.array_equal(hit.vectors["pdq"], (vectors[7, :256] > 0).astype(np.float32))
         assert set(index.get([point_id("s8")], with_vectors=["pdq"])[0].vectors) == set()
-        assert index.query(vectors[123], top_k=1)[0].id == point_id("s123")
+        assert index.query(vectors[123], using="image", top_k=1)[0].id == point_id("s123")
     finally:
         index.close()
     client = QdrantClient(path=str(tmp_path / "q"))
@@ -133,7 +133,7 @@ def test_a_new_descriptor_is_added_to_an_existing_shard(tmp_path: Path) -> None:
 
 
 def test_the_background_build_keeps_every_write_made_meanwhile(tmp_path: Path) -> None:
-    index = open_local_index(tmp_path / "q", "images", hnsw_after=100)
+    index = open_local_index(tmp_path / "q", "images", IMAGE_ONLY, hnsw_after=100)
     assert isinstance(index, EdgeIndex)
     vectors = unit_vectors(160)
     try:
@@ -150,31 +150,33 @@ def test_the_background_build_keeps_every_write_made_meanwhile(tmp_path: Path) -
         )
         index.delete([point_id("s0")])
         index.set_payload(point_id("s1"), {"title": "changed"})
-        assert index.query(vectors[50], top_k=1)[0].id == point_id("s50")  # answers meanwhile
+        assert index.query(vectors[50], using="image", top_k=1)[0].id == point_id(
+            "s50"
+        )  # answers meanwhile
         index.build_hnsw(wait=True)
         assert index._build is None
         assert json.loads(index.meta_path.read_text())["hnsw_points"] == 159
         assert index.count() == 159
         assert index.get([point_id("s0")]) == []
         assert index.get([point_id("s1")])[0].payload == {"i": 1, "title": "changed"}
-        assert index.query(vectors[150], top_k=1)[0].id == point_id("s150")
+        assert index.query(vectors[150], using="image", top_k=1)[0].id == point_id("s150")
     finally:
         index.close()
     assert not (tmp_path / "q" / "edge" / "images.building").exists()
-    again = open_local_index(tmp_path / "q", "images")
+    again = open_local_index(tmp_path / "q", "images", IMAGE_ONLY)
     assert again.count() == 159
     again.close()
 
 
 def test_a_swap_killed_between_the_renames_keeps_the_old_shard(tmp_path: Path) -> None:
-    index = open_local_index(tmp_path / "q", "images")
+    index = open_local_index(tmp_path / "q", "images", IMAGE_ONLY)
     vectors = unit_vectors(3)
     index.upsert([PointRecord(point_id(f"s{i}"), {"image": vectors[i]}, {}) for i in range(3)])
     index.close()
     edge = tmp_path / "q" / "edge"
     (edge / "images").rename(edge / "images.old")  # live shard moved aside, copy not yet in
     (edge / "images.building").mkdir()
-    again = open_local_index(tmp_path / "q", "images")
+    again = open_local_index(tmp_path / "q", "images", IMAGE_ONLY)
     try:
         assert again.count() == 3
         assert not (edge / "images.old").exists() and not (edge / "images.building").exists()
@@ -252,12 +254,14 @@ def test_a_catalog_made_before_binary_quantization_gets_it_and_is_reindexed(
     try:
         assert index.count() == 1200
         assert index._build is not None, "the upgraded config starts a re-index"
-        assert index.query(vectors[3], top_k=1)[0].id == point_id("s3")  # answers meanwhile
+        assert index.query(vectors[3], using="image", top_k=1)[0].id == point_id(
+            "s3"
+        )  # answers meanwhile
         index.build_hnsw(wait=True)
         assert quantized_segments(index, "pdq")
         assert index.count() == 1200
         assert index.get([point_id("s5")])[0].payload == {"i": 5}
-        assert index.query(vectors[77], top_k=1)[0].id == point_id("s77")
+        assert index.query(vectors[77], using="image", top_k=1)[0].id == point_id("s77")
         assert_exact_pdq_answers(index, bits)
     finally:
         index.close()
@@ -287,7 +291,7 @@ def test_int8_on_request_searches_an_int8_copy_and_rescores_and_can_be_turned_of
         assert set(config["pdq"]["quantization_config"]) == {"binary"}
         assert quantized_segments(index, "image")
         for i in (3, 700, 1499):
-            hits = index.query(vectors[i], top_k=3)
+            hits = index.query(vectors[i], using="image", top_k=3)
             assert hits[0].id == point_id(f"s{i}")
             exact = np.sort(vectors @ vectors[i])[::-1][:3]  # rescored: the float scores
             assert [h.score for h in hits] == pytest.approx(exact.tolist(), abs=1e-5)
@@ -301,7 +305,7 @@ def test_int8_on_request_searches_an_int8_copy_and_rescores_and_can_be_turned_of
         assert plain._build is not None, "turning int8 off re-indexes"
         plain.build_hnsw(wait=True)
         assert not quantized_segments(plain, "image") and quantized_segments(plain, "pdq")
-        assert plain.query(vectors[42], top_k=1)[0].id == point_id("s42")
+        assert plain.query(vectors[42], using="image", top_k=1)[0].id == point_id("s42")
     finally:
         plain.close()
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from store.index import BadFilter, Hit, PointRecord, Strategy, VectorIndex, open_local_index
+from store.factory import open_local_index
+from store.index import BadFilter, Hit, PointRecord, Strategy, VectorIndex, VectorSpec
 from store.keys import point_id
 
 N = 40
@@ -16,7 +17,9 @@ N = 40
 @pytest.fixture(params=["edge", "local"])
 def index(request: pytest.FixtureRequest) -> Iterator[VectorIndex]:
     """A small catalog with sources, categories, dates and titles, on each engine."""
-    opened = open_local_index(":memory:", "images", engine=request.param)
+    opened = open_local_index(
+        ":memory:", "images", [VectorSpec("image", 2048, "cosine")], engine=request.param
+    )
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(N, 2048)).astype(np.float32)
     opened.upsert(
@@ -47,16 +50,20 @@ def ns(hits: list[Hit]) -> list[int]:
 
 def test_offset_pages_through_the_same_ranking(index: VectorIndex) -> None:
     query = index.vectors[3]  # type: ignore[attr-defined]
-    full = ns(index.query(query, top_k=12))
-    assert ns(index.query(query, top_k=6)) + ns(index.query(query, top_k=6, offset=6)) == full
-    (batch,) = index.query_many([query], top_k=4, offset=2)
+    full = ns(index.query(query, using="image", top_k=12))
+    assert (
+        ns(index.query(query, using="image", top_k=6))
+        + ns(index.query(query, using="image", top_k=6, offset=6))
+        == full
+    )
+    (batch,) = index.query_many([query], using="image", top_k=4, offset=2)
     assert ns(batch) == full[2:6]
 
 
 def test_recommend_from_ids_leaves_the_examples_out(index: VectorIndex) -> None:
-    hits = index.recommend([point_id("s5")], top_k=5)
+    hits = index.recommend([point_id("s5")], using="image", top_k=5)
     assert 5 not in ns(hits) and len(hits) == 5
-    by_vector = index.recommend([index.vectors[5]], top_k=5)  # type: ignore[attr-defined]
+    by_vector = index.recommend([index.vectors[5]], using="image", top_k=5)  # type: ignore[attr-defined]
     assert ns(by_vector)[0] == 5  # a vector example is not a point, nothing is left out
     assert ns(by_vector)[1:] == ns(hits)[:4]
 
@@ -64,18 +71,23 @@ def test_recommend_from_ids_leaves_the_examples_out(index: VectorIndex) -> None:
 def test_recommend_negatives_push_results_away(index: VectorIndex) -> None:
     vectors = index.vectors  # type: ignore[attr-defined]
     near_8 = vectors[0] + 0.9 * vectors[8]  # s8 is the closest after s0 to this query
-    plain = index.recommend([near_8], top_k=3)
+    plain = index.recommend([near_8], using="image", top_k=3)
     assert ns(plain)[:2] == [0, 8]
-    strategies: tuple[Strategy, ...] = ("average_vector", "best_score")
-    for strategy in strategies:
-        pushed = index.recommend([near_8], [point_id("s8")], strategy=strategy, top_k=3)
+    for strategy in Strategy:
+        pushed = index.recommend(
+            [near_8], [point_id("s8")], strategy=strategy, using="image", top_k=3
+        )
         assert 8 not in ns(pushed), strategy
         assert ns(pushed)[0] == 0, strategy
 
 
 def test_recommend_best_score_and_filters(index: VectorIndex) -> None:
     hits = index.recommend(
-        [point_id("s1"), point_id("s2")], strategy="best_score", top_k=5, where={"source": "bbc"}
+        [point_id("s1"), point_id("s2")],
+        strategy=Strategy.BEST_SCORE,
+        using="image",
+        top_k=5,
+        where={"source": "bbc"},
     )
     assert hits and all(h.payload["source"] == "bbc" for h in hits)
     assert not {1, 2} & set(ns(hits))
@@ -83,7 +95,7 @@ def test_recommend_best_score_and_filters(index: VectorIndex) -> None:
 
 def test_recommend_an_unknown_id_is_a_key_error(index: VectorIndex) -> None:
     with pytest.raises(KeyError):
-        index.recommend([point_id("nope")])
+        index.recommend([point_id("nope")], using="image")
 
 
 def test_filters_exact_any_range_and_words(index: VectorIndex) -> None:
@@ -92,12 +104,13 @@ def test_filters_exact_any_range_and_words(index: VectorIndex) -> None:
     assert index.count({"source": ["afp", "rtr"]}) == len([i for i in range(N) if i % 3])
     spring = {"published_at": {"gte": "2024-03-01T00:00:00Z", "lt": "2024-05-01T00:00:00Z"}}
     months = {
-        int(h.payload["published_at"][5:7]) for h in index.query(query, top_k=N, where=spring)
+        int(h.payload["published_at"][5:7])
+        for h in index.query(query, using="image", top_k=N, where=spring)
     }
     assert months == {3, 4}
     assert index.count(spring) == len([i for i in range(N) if 1 + i % 12 in (3, 4)])
     assert index.count({"n": {"gte": 10, "lt": 20}}) == 10
-    flood = index.query(query, top_k=N, where={"title": {"text": "VALLEY flood"}})
+    flood = index.query(query, using="image", top_k=N, where={"title": {"text": "VALLEY flood"}})
     assert sorted(ns(flood)) == [i for i in range(N) if i % 4 == 0]
     assert index.count({"title": {"text": "valley match"}}) == 0  # every word must occur
     both = {"category": "sport", "source": "bbc"}

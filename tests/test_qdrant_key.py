@@ -11,7 +11,9 @@ import grpc
 import pytest
 
 from config import Settings
-from store.index import IndexUnavailable, open_index
+from embed.descriptors import specs
+from store.factory import open_index
+from store.index import IndexUnavailable
 from tests.conftest import free_port, make_settings
 
 
@@ -51,7 +53,7 @@ def test_the_api_key_goes_to_a_grpc_server_unmasked(tmp_path: Path) -> None:
         },
     )
     try:
-        index = open_index(settings)
+        index = open_index(settings, specs(settings))
         with pytest.raises(IndexUnavailable):
             index.ensure_collection()
         index.close()

@@ -22,8 +22,7 @@ from app.runtime import Runtime
 from app.schedule import JOB_ID, build_scheduler, cron_trigger
 from config import Settings
 from embed.encoder import Encoder
-from store.index import open_local_index
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_catalog
 from tests.subprocesses import (
     IMGSEARCH,
     child_env,
@@ -230,7 +229,7 @@ def test_stopping_the_app_lets_its_scheduled_run_finish_the_batch_and_record_the
     assert state_query(data, "SELECT status FROM runs") == [("interrupted",)]
     seen = {row[0] for row in state_query(data, "SELECT point_id FROM seen")}
     assert 8 <= len(seen) < 150
-    index = open_local_index(data / "qdrant", "images")
+    index = open_catalog(data / "qdrant", make_settings(data))
     try:
         assert index.existing(sorted(seen)) == seen
     finally:
@@ -259,7 +258,7 @@ def test_worker_once_run_twice_adds_nothing_the_second_time(tmp_path: Path) -> N
 
     runs = state_query(data, "SELECT status FROM runs ORDER BY id")
     assert runs == [("ok",), ("ok",)]
-    index = open_local_index(data / "qdrant", "images")
+    index = open_catalog(data / "qdrant", make_settings(data))
     try:
         assert index.count() == 5
     finally:
@@ -269,7 +268,7 @@ def test_worker_once_run_twice_adds_nothing_the_second_time(tmp_path: Path) -> N
 def test_worker_once_says_in_one_sentence_when_the_index_is_held(tmp_path: Path) -> None:
     folder, data = tmp_path / "photos", tmp_path / "data"
     write_images(folder, 1)
-    index = open_local_index(data / "qdrant", "images")  # as the app would hold it
+    index = open_catalog(data / "qdrant", make_settings(data))  # as the app would hold it
     try:
         result = run_cli(child_env(data, folder), "worker", "--once")
     finally:
@@ -297,7 +296,7 @@ def test_sigterm_during_a_long_run_finishes_the_batch_records_the_run_and_exits_
     assert status == "interrupted"
     seen = {row[0] for row in state_query(data, "SELECT point_id FROM seen")}
     assert 8 <= len(seen) < 150
-    index = open_local_index(data / "qdrant", "images")
+    index = open_catalog(data / "qdrant", make_settings(data))
     try:
         assert index.existing(sorted(seen)) == seen
         assert index.count() == len(seen)
