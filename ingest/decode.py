@@ -15,23 +15,20 @@ import threading
 
 from config import Settings
 from embed.decode import DecodeError, Fit, decode_image
-from embed.layout import SIDE as LAYOUT_SIDE
-from embed.pdq import HASH_SIDE
+from embed.descriptors import needed_fit
 from ingest.items import Decoded, Failed, Fetched
 
-# The short side the model inputs are resized to: SSCD's "small_288" recipe (embed/sscd.py),
-# which also covers ResNet50's ImageNet recipe (resize to 256, or 232 for V2 weights, then crop).
-MODEL_SHORT_SIDE = 288
+# The short side the model inputs are resized to, the largest any descriptor asks for (SSCD's
+# "small_288" recipe covers ResNet50's and CLIP's).
+MODEL_SHORT_SIDE = needed_fit().short
 MAX_AUTO_CONCURRENCY = 4
 
 
 def ingest_fit(settings: Settings) -> Fit:
-    """What ingestion's consumers need: the models' short side; PDQ's, layout's, the
-    thumbnail's long side. The copy verdict's geometric check reads the stored original."""
-    return Fit(
-        short=MODEL_SHORT_SIDE,
-        long=max(HASH_SIDE, LAYOUT_SIDE, settings.storage.thumbnail_px),
-    )
+    """What ingestion's consumers need: every descriptor's input (the models' short side, the
+    hashes' long side) and the thumbnail's long side. The copy verdict's geometric check reads
+    the stored original."""
+    return needed_fit(long=settings.storage.thumbnail_px)
 
 
 def decode_concurrency(settings: Settings) -> int:

@@ -27,7 +27,7 @@ from PIL import Image
 import search.verify as verify
 from config import VerdictSettings
 from embed.decode import DecodedImage, DecodeError, decode_preview
-from embed.descriptors import IMAGE, LAYOUT, PDQ, SSCD, Descriptors, hamming_of
+from embed.descriptors import BY_NAME, COPY_LAYERS, IMAGE, CopyLayer, Descriptors
 from ingest.sightings import places
 from store.images import ImageStore, StoreError
 from store.index import Hit, VectorIndex
@@ -36,14 +36,20 @@ from store.keys import point_id
 log = logging.getLogger(__name__)
 Kind = Literal["exact", "copy", "none"]
 FEATURE_CACHE = 512  # catalog images whose local features stay in memory (~50 kB each)
-STRENGTH = {"sha256": 3, "pdq": 2, "sscd": 1, "geometry": 0}
+# How strong each layer's evidence is: the same file, then the copy layers in registry order
+# (cheapest and strongest first), then geometric verification.
+STRENGTH = {
+    "sha256": len(COPY_LAYERS) + 1,
+    **{layer.name: len(COPY_LAYERS) - i for i, layer in enumerate(COPY_LAYERS)},
+    "geometry": 0,
+}
 
 
 @dataclass(frozen=True)
 class Evidence:
     """Why one catalog image is the query's picture: the layer, in words and in figures."""
 
-    layer: str  # sha256 | pdq | sscd | geometry
+    layer: str  # sha256 | a copy layer's name (pdq, sscd) | geometry
     text: str  # "same file", "edited copy: 14 of 256 hash bits differ", ...
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -53,14 +59,12 @@ class Evidence:
 
     @property
     def rank(self) -> tuple[int, float]:
-        """Stronger evidence sorts first (exact, then the hash, SSCD, geometry)."""
-        figure = self.figures
-        if self.layer == "pdq":
-            return (STRENGTH["pdq"], -float(figure.get("distance", 256)))
-        if self.layer == "sscd":
-            return (STRENGTH["sscd"], float(figure.get("score", 0)))
+        """Stronger evidence sorts first (exact, then the copy layers, geometry)."""
+        layer = BY_NAME.get(self.layer)
+        if layer is not None and issubclass(layer, CopyLayer):
+            return (STRENGTH[self.layer], layer.strength(self.figures))
         if self.layer == "geometry":
-            return (STRENGTH["geometry"], float(figure.get("inliers", 0)))
+            return (STRENGTH["geometry"], float(self.figures.get("inliers", 0)))
         return (STRENGTH.get(self.layer, -1), 0.0)
 
 
@@ -160,11 +164,14 @@ class CopyDetector:
         for hit in exact:
             found.add(Member(hit.id, hit.payload, Evidence("sha256", "same file")))
 
-        layers["pdq"] = self._pdq(query.image, found, ranked)
-        layers["sscd"] = self._sscd(query.image, found, ranked)
-        if LAYOUT in self.descriptors:
-            vectors = self.descriptors[LAYOUT].query_vectors(query.image)
-            ranked.append(self.index.query(vectors[0], using=LAYOUT, top_k=s.candidates))
+        for layer in COPY_LAYERS:
+            layers[layer.name] = self._copy_layer(layer, query.image, found, ranked)
+        # The other descriptors only propose candidates; ResNet50's may be known already.
+        for d in self.descriptors:
+            if d.proposes and d.name != IMAGE and not isinstance(d, CopyLayer):
+                vectors = d.query_vectors(query.image)
+                if vectors:
+                    ranked.append(self.index.query(vectors[0], using=d.name, top_k=s.candidates))
         neighbours = similar() if callable(similar) else similar
         if neighbours:
             ranked.append(list(neighbours)[: s.candidates])
@@ -180,63 +187,32 @@ class CopyDetector:
         return Verdict(kind, members, timeline(members), layers)
 
     # -- layers -------------------------------------------------------------------------------
-    def _pdq(self, image: Image.Image, found: _Findings, ranked: list[list[Hit]]) -> str:
-        if PDQ not in self.descriptors:
-            return "off"
-        variants = self.descriptors[PDQ].query_vectors(image)
-        if not variants:
-            return (
-                "skipped: the picture is too flat for a reliable hash "
-                f"(quality below {self.settings.pdq_min_quality})"
-            )
-        best: dict[str, Hit] = {}
-        for hits in self.index.query_many(variants, using=PDQ, top_k=self.settings.candidates):
-            for hit in hits:
-                if hit.id not in best or hit.score > best[hit.id].score:
-                    best[hit.id] = hit
-        nearest = sorted(best.values(), key=lambda h: -h.score)
+    def _copy_layer(
+        self, kind: type[CopyLayer], image: Image.Image, found: _Findings, ranked: list[list[Hit]]
+    ) -> str:
+        """Search with a copy layer's query vectors; its rule says which neighbours are copies."""
+        layer = self.descriptors.get(kind.name)
+        if layer is None:
+            return kind.off(self.settings)
+        vectors = layer.query_vectors(image)
+        if not vectors:
+            return kind.skipped(self.settings)
+        top_k = self.settings.candidates
+        if len(vectors) == 1:
+            nearest = self.index.query(vectors[0], using=kind.name, top_k=top_k)
+        else:  # variants (PDQ: the 8 dihedral turns): each image at its best variant's score
+            best: dict[str, Hit] = {}
+            for hits in self.index.query_many(vectors, using=kind.name, top_k=top_k):
+                for hit in hits:
+                    if hit.id not in best or hit.score > best[hit.id].score:
+                        best[hit.id] = hit
+            nearest = sorted(best.values(), key=lambda h: -h.score)
         for hit in nearest:
-            distance = hamming_of(hit.score)
-            if distance <= self.settings.pdq_max_distance:
-                found.add(
-                    Member(
-                        hit.id,
-                        hit.payload,
-                        Evidence(
-                            "pdq",
-                            f"edited copy: {distance} of 256 hash bits differ",
-                            {"distance": distance, "max_distance": self.settings.pdq_max_distance},
-                        ),
-                    ),
-                )
+            match = kind.match(hit.score, self.settings)
+            if match is not None:
+                evidence = Evidence(kind.name, match.text, match.figures)
+                found.add(Member(hit.id, hit.payload, evidence))
         ranked.append(nearest)
-        return "ran"
-
-    def _sscd(self, image: Image.Image, found: _Findings, ranked: list[list[Hit]]) -> str:
-        if SSCD not in self.descriptors:
-            return (
-                "off: no SSCD weights (sscd_disc_mixup.torchscript.pt); set "
-                "IMGSEARCH_VERDICT__SSCD_WEIGHTS to enable it"
-            )
-        vectors = self.descriptors[SSCD].query_vectors(image)
-        hits = self.index.query(vectors[0], using=SSCD, top_k=self.settings.candidates)
-        for hit in hits:
-            if hit.score >= self.settings.sscd_min_score:
-                found.add(
-                    Member(
-                        hit.id,
-                        hit.payload,
-                        Evidence(
-                            "sscd",
-                            f"edited copy: copy-detection similarity {hit.score:.2f}",
-                            {
-                                "score": round(hit.score, 4),
-                                "min_score": self.settings.sscd_min_score,
-                            },
-                        ),
-                    ),
-                )
-        ranked.append(hits)
         return "ran"
 
     def _geometry(self, image: Image.Image, found: _Findings, ranked: list[list[Hit]]) -> str:
