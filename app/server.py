@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -86,7 +87,11 @@ def build_server(settings: Settings) -> st.App:
 
     api = create_api(settings, loading=lambda: warmup.loading)
     ui = Path(__file__).with_name("ui.py")
-    return st.App(ui, routes=[Mount(PREFIX, app=api)], lifespan=lifespan)
+    mount = Mount(PREFIX, app=api)
+    # Any byte may follow /api/ (an id with a newline in it gets the API's JSON 404 or 422, not
+    # the page's plain-text 404): the route's pattern must match across line breaks.
+    mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+    return st.App(ui, routes=[mount], lifespan=lifespan)
 
 
 def _shut_down(warmup: Warmup) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from ingest.dates import to_iso
 from store.index import Strategy
 
-MAX_EXAMPLES = 16  # positives plus negatives in one query: each image costs an embedding
+MAX_EXAMPLES = 16  # positives, and negatives, in one query: each image costs an embedding
 MAX_TOP_K = 1000
 
 
@@ -189,8 +189,11 @@ class Query:
                 "Give at least one example of what you want: an image, an image URL, a catalog "
                 "id or some text."
             )
-        if positives + self.negatives > MAX_EXAMPLES:
-            raise QueryError(f"A query takes at most {MAX_EXAMPLES} example images in all.")
+        if max(positives, self.negatives) > MAX_EXAMPLES:
+            raise QueryError(
+                f"A query takes at most {MAX_EXAMPLES} examples of what you want, and as many "
+                "of what you do not want."
+            )
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise QueryError(f"top_k must be between 1 and {MAX_TOP_K}.")
         if self.offset < 0:

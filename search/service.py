@@ -26,7 +26,7 @@ from embed.pdq import HASH_SIDE
 from ingest.decode import MODEL_SHORT_SIDE
 from ingest.http import Downloader
 from ingest.items import FetchError
-from search.query import FetchFailed, Query, QueryError, UnknownImage
+from search.query import Examples, FetchFailed, Query, QueryError, UnknownImage, build_query
 from search.verdict import CopyDetector, Verdict
 from store.images import ImageStore
 from store.index import BadFilter, Hit, VectorIndex
@@ -258,16 +258,9 @@ class SearchService:
             shown = url if len(url) <= 200 else url[:200] + "..."
             raise FetchFailed(f"The image at {shown} could not be fetched: {exc.reason}.") from exc
 
-    def search_bytes(
-        self,
-        data: bytes,
-        *,
-        top_k: int = 12,
-        threshold: float | None = None,
-        where: Mapping[str, Any] | None = None,
-    ) -> SearchResult:
-        """Decode (raising DecodeError for bad input) and search."""
-        return self.search_image(self.decode(data), top_k=top_k, threshold=threshold, where=where)
+    def search_bytes(self, data: bytes, *, top_k: int = 12) -> SearchResult:
+        """The verdict and the similar images for one image file (`imgsearch check`, /check)."""
+        return self.search(build_query(positive=Examples(images=(data,)), top_k=top_k))
 
     def decode(self, data: bytes) -> DecodedImage:
         """A query image decoded no larger than its consumers need (DecodeError if it is not one).

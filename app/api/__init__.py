@@ -61,5 +61,5 @@ def create_api(
     install_failures(app, limit_mb)
     for router in (search.router, images.router, health.router):
         app.include_router(router)
-    install_openapi(app)
+    install_openapi(app, text=settings.text.enabled)
     return app

@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from search.query import MAX_EXAMPLES, MAX_TOP_K
 from store.index import Strategy
+
+# What the server reads as an example: an image URL, or a catalog id (a UUID, as Python reads it).
+URL_PATTERN = r"^\s*[Hh][Tt][Tt][Pp][Ss]?://\S+\s*$"
+ID_PATTERN = r"^\s*(urn:uuid:)?\{?[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}\}?\s*$"
+EXAMPLE: dict[str, Any] = {"anyOf": [{"pattern": URL_PATTERN}, {"pattern": ID_PATTERN}]}
+SOME_TEXT = r"\S"
+DATE: dict[str, Any] = {"anyOf": [{"format": "date"}, {"format": "date-time"}]}
 
 
 class ErrorBody(BaseModel):
@@ -37,12 +45,26 @@ class SearchBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = Field(default=None, description="an image URL to search with")
-    positive: list[str] = Field(default_factory=list, description="catalog ids or image URLs")
-    negative: list[str] = Field(default_factory=list, description="catalog ids or image URLs")
-    text: str | None = Field(default=None, description="words describing the picture (CLIP)")
+    url: str | None = Field(
+        default=None, description="an image URL to search with", pattern=URL_PATTERN
+    )
+    positive: list[str] = Field(
+        default_factory=list,
+        description="catalog ids or image URLs",
+        max_length=MAX_EXAMPLES,
+        json_schema_extra={"items": {"type": "string", **EXAMPLE}},
+    )
+    negative: list[str] = Field(
+        default_factory=list,
+        description="catalog ids or image URLs",
+        max_length=MAX_EXAMPLES,
+        json_schema_extra={"items": {"type": "string", **EXAMPLE}},
+    )
+    text: str | None = Field(
+        default=None, description="words describing the picture (CLIP)", pattern=SOME_TEXT
+    )
     filter: FilterBody = Field(default_factory=FilterBody)
-    top_k: int | None = Field(default=None, ge=1, le=1000)
+    top_k: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
     offset: int = Field(default=0, ge=0)
     strategy: Strategy = Strategy.AVERAGE_VECTOR
     threshold: float | None = None
