@@ -154,7 +154,6 @@ class CopyDetector:
         With `per_layer` (evaluation), every layer runs on every candidate and the ids each
         layer alone would call the picture are added to per_layer[layer].
         """
-        s = self.settings
         found = _Findings(per_layer)
         layers: dict[str, str] = {}
         ranked: list[list[Hit]] = []  # candidates per layer, nearest first
@@ -166,18 +165,7 @@ class CopyDetector:
 
         for layer in COPY_LAYERS:
             layers[layer.name] = self._copy_layer(layer, query.image, found, ranked)
-        # The other descriptors only propose candidates; ResNet50's may be known already.
-        for d in self.descriptors:
-            if d.proposes and d.name != IMAGE and not isinstance(d, CopyLayer):
-                vectors = d.query_vectors(query.image)
-                if vectors:
-                    ranked.append(self.index.query(vectors[0], using=d.name, top_k=s.candidates))
-        neighbours = similar() if callable(similar) else similar
-        if neighbours:
-            ranked.append(list(neighbours)[: s.candidates])
-        elif IMAGE in self.descriptors:
-            vectors = self.descriptors[IMAGE].query_vectors(query.image)
-            ranked.append(self.index.query(vectors[0], using=IMAGE, top_k=s.candidates))
+        ranked.extend(self._proposals(query.image, similar))
         layers["geometry"] = self._geometry(query.image, found, ranked)
 
         members = sorted(found.members.values(), key=lambda m: m.evidence.rank, reverse=True)
@@ -214,6 +202,26 @@ class CopyDetector:
                 found.add(Member(hit.id, hit.payload, evidence))
         ranked.append(nearest)
         return "ran"
+
+    def _proposals(
+        self, image: Image.Image, similar: Sequence[Hit] | Callable[[], Sequence[Hit]]
+    ) -> list[list[Hit]]:
+        """Nearest catalog images of the descriptors that only propose candidates (the layout
+        vector, then ResNet50's, which the caller may know already)."""
+        top_k = self.settings.candidates
+        out = []
+        for d in self.descriptors:
+            if d.proposes and d.name != IMAGE and not isinstance(d, CopyLayer):
+                vectors = d.query_vectors(image)
+                if vectors:
+                    out.append(self.index.query(vectors[0], using=d.name, top_k=top_k))
+        neighbours = similar() if callable(similar) else similar
+        if neighbours:
+            out.append(list(neighbours)[:top_k])
+        elif IMAGE in self.descriptors:
+            vectors = self.descriptors[IMAGE].query_vectors(image)
+            out.append(self.index.query(vectors[0], using=IMAGE, top_k=top_k))
+        return out
 
     def _geometry(self, image: Image.Image, found: _Findings, ranked: list[list[Hit]]) -> str:
         s = self.settings
