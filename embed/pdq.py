@@ -10,7 +10,7 @@ Trimming changes the hash of an image that has uniform bars (4 of those test ima
 compare with hash lists made elsewhere using trim=False.
 
 The catalog stores `bits` as a 256-d vector of +1/-1 under the dot product (256 - 2 x the
-Hamming distance; embed/descriptors.py); Meta's match threshold is 31 bits.
+Hamming distance; embed/descriptors/pdq_descriptor.py); Meta's match threshold is 31 bits.
 """
 
 from __future__ import annotations
