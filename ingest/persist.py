@@ -13,7 +13,7 @@ from store.images import ImageStore, StoreError, make_thumbnail
 from store.keys import original_key, point_id, thumbnail_key
 
 
-def store(
+def write_originals(
     decoded: Decoded,
     images: ImageStore,
     state: StateStore,

@@ -39,7 +39,7 @@ from ingest.items import (
     SourceItem,
     Stored,
 )
-from ingest.persist import store
+from ingest.persist import write_originals
 from ingest.report import RunReport, SourceReport
 from ingest.sightings import record_sighting
 from ingest.state import StateStore, iso, utcnow
@@ -289,7 +289,7 @@ class Pipeline:
     def _store(self, decoded: Decoded) -> Stored | Failed:
         """Worker thread: write original and thumbnail, prepare descriptors; never raises."""
         try:
-            return store(
+            return write_originals(
                 decoded,
                 self.images,
                 self.state,

@@ -154,17 +154,6 @@ class StateStore:
             )
             db.execute("DELETE FROM quarantine WHERE source=? AND key=?", (source, key))
 
-    def seen_count(self, source: str | None = None) -> int:
-        """How many items are recorded as indexed (for one source or all)."""
-        with self._tx() as db:
-            if source is None:
-                row = db.execute("SELECT COUNT(*) AS n FROM seen").fetchone()
-            else:
-                row = db.execute(
-                    "SELECT COUNT(*) AS n FROM seen WHERE source=?", (source,)
-                ).fetchone()
-        return int(row["n"])
-
     # -- quarantine ---------------------------------------------------------------------------
     def quarantine(
         self,
