@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from dataclasses import asdict
 
 import streamlit as st
 
 from app.runtime import Runtime
 from app.ui_common import log
 from app.worker import request_run
+from ingest.state import QuarantineEntry, RunRecord
+
+# The counters the runs table shows, in its column order.
+RUN_COLUMNS = ("seen", "new", "unchanged", "duplicate", "failed", "retried", "postponed")
 
 
 def page(runtime: Runtime) -> None:
@@ -26,7 +30,7 @@ def page(runtime: Runtime) -> None:
     _quarantine(runtime.state.quarantine_list())
 
 
-def _quarantine(entries: list[Any]) -> None:
+def _quarantine(entries: list[QuarantineEntry]) -> None:
     st.markdown(f"**Quarantine** ({len(entries)} item(s))")
     if entries:
         st.dataframe(
@@ -62,9 +66,10 @@ def progress(runtime: Runtime) -> None:
     runs = runtime.state.runs(20)
     if runs and runs[0].status == "running":
         run = runs[0]
-        total = run.report.get("total", {})
-        counts = ", ".join(
-            f"{total.get(k, 0)} {k}" for k in ("seen", "new", "duplicate", "unchanged", "failed")
+        total = run.report.total()
+        counts = (
+            f"{total.seen} seen, {total.new} new, {total.duplicate} duplicate, "
+            f"{total.unchanged} unchanged, {total.failed} failed"
         )
         st.info(f"Run {run.id} in progress since {run.started_at}: {counts}.")
     else:
@@ -74,33 +79,21 @@ def progress(runtime: Runtime) -> None:
     _runs_table(runs)
 
 
-def _runs_table(runs: list[Any]) -> None:
+def _runs_table(runs: list[RunRecord]) -> None:
     st.markdown("**Recent runs**")
     if runs:
-        st.dataframe(
-            [
-                {
-                    "run": r.id,
-                    "started": r.started_at,
-                    "status": r.status,
-                    **{
-                        k: r.report.get("total", {}).get(k, 0)
-                        for k in (
-                            "seen",
-                            "new",
-                            "unchanged",
-                            "duplicate",
-                            "failed",
-                            "retried",
-                            "postponed",
-                        )
-                    },
-                    "seconds": r.report.get("duration_s", 0),
-                    "images/s": r.report.get("images_per_s", 0),
-                }
-                for r in runs
-            ],
-            hide_index=True,
-        )
+        st.dataframe([_run_row(r) for r in runs], hide_index=True)
     else:
         st.caption("No runs yet.")
+
+
+def _run_row(run: RunRecord) -> dict[str, object]:
+    total = asdict(run.report.total())
+    return {
+        "run": run.id,
+        "started": run.started_at,
+        "status": run.status,
+        **{k: total[k] for k in RUN_COLUMNS},
+        "seconds": run.report.duration_s,
+        "images/s": run.report.images_per_s,
+    }

@@ -120,10 +120,8 @@ def add_image(pipeline: Pipeline, image: ManualImage, *, source: str = SOURCE) -
         # The person adding it gets the reason now; a quarantined hand-added item has no
         # source to be retried from.
         pipeline.state.release(source, item.key)
-        reason = next(
-            (f["reason"] for f in report.failures if f.get("key") == item.key),
-            "it could not be stored",
-        )
+        failures = report.failures_of(source, item.key)
+        reason = failures[0].reason if failures else "it could not be stored"
         raise ManualAddError(f"The image could not be added: {reason}.")
     if not pipeline.index.existing([pid]):
         raise ManualAddError("The image could not be added: the ingestion run stopped first.")

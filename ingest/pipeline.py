@@ -40,7 +40,7 @@ from ingest.items import (
     Stored,
 )
 from ingest.persist import write_originals
-from ingest.report import RunReport, SourceReport
+from ingest.report import DEADLINE, DISCOVER, RunFailure, RunReport, SourceReport
 from ingest.sightings import record_sighting
 from ingest.state import StateStore, iso, utcnow
 from ingest.upsert import upsert
@@ -202,7 +202,7 @@ class Pipeline:
             if stale:
                 log.warning("marked %d run(s) left running by a killed process interrupted", stale)
             self.index.ensure_collection()
-            run_id = self._run_id = self.state.start_run(report.as_dict())
+            run_id = self._run_id = self.state.start_run(report)
             try:
                 self.reconcile()
                 workers = max(2, min(self.settings.fetch.concurrency, 32))
@@ -215,15 +215,13 @@ class Pipeline:
                             break
                         if time.monotonic() >= deadline:
                             report.status = "timed out"
+                            reason = (
+                                "not started: the run's time "
+                                f"({self.settings.ingest.run_deadline_s:g} s, "
+                                "IMGSEARCH_INGEST__RUN_DEADLINE_S) was spent; next run"
+                            )
                             report.failures.append(
-                                {
-                                    "source": source.name,
-                                    "key": "",
-                                    "stage": "deadline",
-                                    "reason": "not started: the run's time "
-                                    f"({self.settings.ingest.run_deadline_s:g} s, "
-                                    "IMGSEARCH_INGEST__RUN_DEADLINE_S) was spent; next run",
-                                }
+                                RunFailure.of_source(source.name, DEADLINE, reason)
                             )
                             continue
                         self._run_source(source, pool, report, stop, bar, on_failure, deadline)
@@ -243,7 +241,7 @@ class Pipeline:
                 report.duration_s = round(time.monotonic() - started, 3)
                 new = report.total().new
                 report.images_per_s = round(new / report.duration_s, 2) if report.duration_s else 0
-                self.state.finish_run(run_id, report.status, report.as_dict())
+                self.state.finish_run(run_id, report)
                 self._run_id = None
                 log.info("ingest run %s %s: %s", run_id, report.status, report.summary())
         return report
@@ -377,19 +375,15 @@ class Pipeline:
         except Cancelled:
             pass  # stopped or out of time while listing: said below
         except (FetchError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            reason = (exc.reason if isinstance(exc, FetchError) else "") or str(exc)
             log.warning("source %s could not be listed: %s", source.name, reason)
-            report.failures.append(
-                {"source": source.name, "key": "", "stage": "discover", "reason": reason}
-            )
+            report.failures.append(RunFailure.of_source(source.name, DISCOVER, reason))
         except IndexUnavailable:
             raise
         except Exception as exc:  # a parser bug in one source must not stop the others
             log.exception("source %s failed while listing", source.name)
             reason = f"{type(exc).__name__}: {exc}"
-            report.failures.append(
-                {"source": source.name, "key": "", "stage": "discover", "reason": reason}
-            )
+            report.failures.append(RunFailure.of_source(source.name, DISCOVER, reason))
         finally:
             # Finish what was started even when stopping: those items are already fetched.
             while in_flight or batch.decoded:
@@ -397,23 +391,17 @@ class Pipeline:
             halt.close()
             self._flush(batch, counts)
             for warning in getattr(source, "warnings", ()):
-                report.failures.append(
-                    {"source": source.name, "key": "", "stage": "discover", "reason": warning}
-                )
+                report.failures.append(RunFailure.of_source(source.name, DISCOVER, warning))
             if halt.timed_out:
                 whose = "run's" if run_deadline <= halt.deadline else "source's"
                 log.warning("source %s: out of time; the rest waits for the next run", source.name)
                 report.status = "timed out"
-                report.failures.append(
-                    {
-                        "source": source.name,
-                        "key": "",
-                        "stage": "deadline",
-                        "reason": f"stopped when the {whose} time was up "
-                        "(IMGSEARCH_INGEST__SOURCE_DEADLINE_S, IMGSEARCH_INGEST__RUN_DEADLINE_S); "
-                        "the rest waits for the next run",
-                    }
+                reason = (
+                    f"stopped when the {whose} time was up "
+                    "(IMGSEARCH_INGEST__SOURCE_DEADLINE_S, IMGSEARCH_INGEST__RUN_DEADLINE_S); "
+                    "the rest waits for the next run"
                 )
+                report.failures.append(RunFailure.of_source(source.name, DEADLINE, reason))
             self._save_progress(report, force=True)
             close = getattr(source, "close", None)
             if callable(close):
@@ -460,14 +448,7 @@ class Pipeline:
                 result.retryable,
             )
             if len(report.failures) < MAX_REPORTED_FAILURES:
-                report.failures.append(
-                    {
-                        "source": item.source,
-                        "key": item.key,
-                        "stage": result.stage,
-                        "reason": result.reason,
-                    }
-                )
+                report.failures.append(RunFailure.of_item(result))
             log.warning("failed %s (%s): %s", item.meta.source_uri, result.stage, result.reason)
             if on_failure:
                 on_failure(result)
@@ -549,4 +530,4 @@ class Pipeline:
         if self._run_id is None or (not force and now - self._last_progress < PROGRESS_EVERY_S):
             return
         self._last_progress = now
-        self.state.update_run(self._run_id, report.as_dict())
+        self.state.update_run(self._run_id, report)

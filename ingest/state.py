@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ingest.report import RunReport
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
     source TEXT NOT NULL,
@@ -85,13 +87,23 @@ class QuarantineEntry:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One stored run report."""
+    """One stored run: its row (the status a killed run was marked with) and its report."""
 
     id: int
     started_at: str
     finished_at: str | None
     status: str
-    report: dict[str, Any]
+    report: RunReport
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (`imgsearch runs --json`): the row's fields, the report as stored."""
+        return {
+            "id": self.id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "report": self.report.to_dict(),
+        }
 
 
 class StateStore:
@@ -267,12 +279,12 @@ class StateStore:
         return [(str(r["sha256"]), str(r["point_id"]), json.loads(r["keys"])) for r in rows]
 
     # -- run reports --------------------------------------------------------------------------
-    def start_run(self, report: dict[str, Any]) -> int:
+    def start_run(self, report: RunReport) -> int:
         """Record a run as started; returns its id."""
         with self._tx() as db:
             cursor = db.execute(
                 "INSERT INTO runs(started_at, status, report) VALUES (?,?,?)",
-                (report.get("started_at", iso(utcnow())), "running", json.dumps(report)),
+                (report.started_at or iso(utcnow()), "running", json.dumps(report.to_dict())),
             )
         return int(cursor.lastrowid or 0)
 
@@ -300,20 +312,20 @@ class StateStore:
             row = db.execute("SELECT MIN(requested_at) AS at FROM run_requests").fetchone()
         return str(row["at"]) if row and row["at"] else None
 
-    def update_run(self, run_id: int, report: dict[str, Any]) -> None:
+    def update_run(self, run_id: int, report: RunReport) -> None:
         """Store a running run's report so far (its status stays "running")."""
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET report=? WHERE id=? AND status='running'",
-                (json.dumps(report), run_id),
+                (json.dumps(report.to_dict()), run_id),
             )
 
-    def finish_run(self, run_id: int, status: str, report: dict[str, Any]) -> None:
-        """Store the final report of a run."""
+    def finish_run(self, run_id: int, report: RunReport) -> None:
+        """Store the final report of a run, with its status."""
         with self._tx() as db:
             db.execute(
                 "UPDATE runs SET finished_at=?, status=?, report=? WHERE id=?",
-                (iso(utcnow()), status, json.dumps(report), run_id),
+                (iso(utcnow()), report.status, json.dumps(report.to_dict()), run_id),
             )
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
@@ -326,7 +338,7 @@ class StateStore:
                 str(r["started_at"]),
                 r["finished_at"],
                 str(r["status"]),
-                json.loads(r["report"]),
+                RunReport.from_dict(json.loads(r["report"])),
             )
             for r in rows
         ]

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from embed.encoder import Encoder
 from ingest.http import Downloader
 from ingest.items import Cancelled
 from ingest.pipeline import Pipeline, mark_stale_runs
+from ingest.report import RunFailure, RunReport, SourceReport
 from ingest.sources import make_source
 from ingest.sources.web import WebSource
 from ingest.state import StateStore
@@ -29,6 +32,8 @@ from store.index import IndexUnavailable, VectorIndex
 from tests.conftest import image_bytes, make_descriptors, make_settings, open_catalog
 from tests.feed_server import FeedServer
 from tests.subprocesses import IMGSEARCH, child_env, state_count, state_query, wait_for
+
+COUNTERS = [f.name for f in fields(SourceReport)]
 
 DRIP_S = 1.0  # one byte per second: a download that would take an hour
 
@@ -144,7 +149,7 @@ def test_stopping_a_run_cancels_stalled_downloads_and_leaves_them_for_the_next_r
     assert pipeline.index.count() == 3
     assert sum(server.hits(f"/drip{n}.jpg") for n in range(4)) == 4  # no retries after stop
     [run] = pipeline.state.runs(1)
-    assert run.status == "interrupted" and run.report["total"]["postponed"] == 4
+    assert run.status == "interrupted" and run.report.total().postponed == 4
 
 
 def test_a_source_that_runs_past_its_deadline_is_cut_and_reported(
@@ -157,10 +162,10 @@ def test_a_source_that_runs_past_its_deadline_is_cut_and_reported(
     assert not thread.is_alive() and not errors
     [run] = pipeline.state.runs(1)
     assert run.status == "timed out"
-    deadline = [f for f in run.report["failures"] if f["stage"] == "deadline"]
-    assert len(deadline) == 1 and "SOURCE_DEADLINE_S" in deadline[0]["reason"]
-    assert run.report["sources"]["news"]["postponed"] == 4
-    assert run.report["sources"]["news"]["new"] == 3
+    deadline = [f for f in run.report.failures if f.stage == "deadline"]
+    assert len(deadline) == 1 and "SOURCE_DEADLINE_S" in deadline[0].reason
+    assert run.report.sources["news"].postponed == 4
+    assert run.report.sources["news"].new == 3
     assert pipeline.state.quarantine_list() == []
 
 
@@ -175,7 +180,7 @@ def test_a_run_past_its_deadline_leaves_later_sources_for_the_next_run(
     )
     assert report.status == "timed out"
     assert "later" not in report.sources or report.sources["later"].seen == 0
-    stages = [(f["source"], f["stage"]) for f in report.failures]
+    stages = [(f.source, f.stage) for f in report.failures]
     assert ("news", "deadline") in stages and ("later", "deadline") in stages
 
 
@@ -192,8 +197,8 @@ def test_a_feed_with_more_items_than_the_cap_is_read_up_to_the_cap_and_says_so(
     report = pipeline.run([WebSource("big", feed, fetch, kind="rss")])
     assert report.sources["big"].seen == 3 and report.sources["big"].new == 3
     assert sum(server.hits(f"/img{n}.jpg") for n in range(3, 5)) == 0
-    [note] = [f for f in report.failures if f["stage"] == "discover"]
-    assert "more than 3 items" in note["reason"] and "MAX_ITEMS_PER_DOCUMENT" in note["reason"]
+    [note] = [f for f in report.failures if f.stage == "discover"]
+    assert "more than 3 items" in note.reason and "MAX_ITEMS_PER_DOCUMENT" in note.reason
 
 
 class FlakyIndex:
@@ -235,7 +240,7 @@ def test_index_writes_retry_with_backoff_before_the_run_gives_up(
         with pytest.raises(IndexUnavailable):
             pipeline.run([source])
         [run] = pipeline.state.runs(1)
-        assert run.status == "failed" and "did not answer" in run.report["error"]
+        assert run.status == "failed" and "did not answer" in (run.report.error or "")
     assert flaky.attempts == min(failures, 2) + 1
 
 
@@ -243,11 +248,68 @@ def test_runs_left_running_by_a_killed_process_are_marked_interrupted_at_start(
     tmp_path: Path,
 ) -> None:
     state = StateStore(tmp_path / "state.sqlite")
-    run_id = state.start_run({"started_at": "2026-01-01T00:00:00Z"})
+    run_id = state.start_run(RunReport(started_at="2026-01-01T00:00:00Z"))
     assert mark_stale_runs(tmp_path, state) == 1
     [run] = state.runs(1)
     assert (run.id, run.status) == (run_id, "interrupted")
     state.close()
+
+
+def test_run_reports_are_stored_as_before_and_old_rows_read_back(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state.sqlite")
+    report = RunReport(started_at="2026-01-01T00:00:00Z", status="ok", duration_s=2.5)
+    report.source("news").new = 3
+    report.failures.append(RunFailure.of_source("news", "discover", "HTTP 404"))
+    run_id = state.start_run(report)
+    state.finish_run(run_id, report)
+    [stored] = state_rows(state, "SELECT report FROM runs WHERE id=?", run_id)
+    assert json.loads(stored) == {
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": None,
+        "duration_s": 2.5,
+        "images_per_s": 0.0,
+        "status": "ok",
+        "error": None,
+        "sources": {"news": {**dict.fromkeys(COUNTERS, 0), "new": 3}},
+        "failures": [{"source": "news", "key": "", "stage": "discover", "reason": "HTTP 404"}],
+        "total": {**dict.fromkeys(COUNTERS, 0), "new": 3},
+    }
+    # A row written before `postponed` and `error` existed reads back with their defaults.
+    old = {
+        "started_at": "2025-06-01T03:00:00Z",
+        "finished_at": "2025-06-01T03:01:00Z",
+        "duration_s": 60.0,
+        "images_per_s": 0.5,
+        "status": "ok",
+        "sources": {"wire": {"seen": 40, "new": 30, "failed": 1, "bytes": 9}},
+        "failures": [{"source": "wire", "key": "a.jpg", "stage": "decode", "reason": "bad"}],
+        "total": {"seen": 40, "new": 30, "failed": 1, "bytes": 9},
+    }
+    state_rows(
+        state,
+        "INSERT INTO runs(started_at, finished_at, status, report) VALUES (?,?,?,?)",
+        old["started_at"],
+        old["finished_at"],
+        "ok",
+        json.dumps(old),
+    )
+    [last, first] = state.runs(2)
+    assert first.report == report and first.report.to_dict()["total"]["new"] == 3
+    assert (last.report.total().seen, last.report.total().postponed) == (40, 0)
+    assert last.report.error is None and last.report.duration_s == 60.0
+    assert last.report.failures == [RunFailure("wire", "a.jpg", "decode", "bad")]
+    assert last.to_dict()["report"]["sources"]["wire"]["new"] == 30
+    state.close()
+
+
+def state_rows(state: StateStore, sql: str, *args: object) -> list[object]:
+    """One column of a query on the state database (what a reader of the file sees)."""
+    db = sqlite3.connect(state.path)
+    try:
+        with db:
+            return [row[0] for row in db.execute(sql, args).fetchall()]
+    finally:
+        db.close()
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -311,7 +373,7 @@ def test_run_now_starts_the_scheduled_job_at_once_and_returns(
             timeout=120,
             what="the requested run",
         )
-        assert run.report["total"]["new"] == 3
+        assert run.report.total().new == 3
         assert runtime.state.pending_run_request() is None
     finally:
         worker.stop_in_app_scheduler()

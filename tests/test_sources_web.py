@@ -430,7 +430,7 @@ def test_a_run_lands_good_images_quarantines_bad_ones_and_a_rerun_adds_nothing(
     assert reasons["cut.jpg"].startswith("truncated image")
     assert reasons["bomb.png"].startswith("decompression bomb")
     assert set(reasons) == {"gone.jpg", "slow.jpg", "page.jpg", "cut.jpg", "bomb.png"}
-    assert [f["reason"] for f in report.failures if f["stage"] == "discover"] == ["HTTP 404"]
+    assert [f.reason for f in report.failures if f.stage == "discover"] == ["HTTP 404"]
     assert report.status == "ok"
     assert "imgsearch" in server.requests[0].user_agent
     assert all(seen.user_agent == server.requests[0].user_agent for seen in server.requests)

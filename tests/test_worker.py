@@ -117,7 +117,7 @@ def test_the_job_fires_from_its_trigger_and_ingests_the_declared_sources(
     finally:
         scheduler.shutdown(wait=True)
     first = min(finished, key=lambda r: r.id)
-    assert first.report["total"]["new"] == 3
+    assert first.report.total().new == 3
     assert runtime.index.count() == 3
     runtime.close()
 
