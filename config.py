@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -167,11 +167,18 @@ class DecodeSettings(BaseModel):
     concurrency: int = Field(default=0, ge=0)
 
 
+# The source kinds, the one list of them. Each is built by the source class in ingest/sources
+# that names it in its `kinds` (ingest.sources checks, on import, that every kind here has
+# exactly one); "auto" picks folder, s3 or feed from the location.
+SourceKind = Literal["auto", "folder", "s3", "feed", "rss", "csv", "jsonl", "html"]
+SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
+
+
 class SourceSettings(BaseModel):
     """One declared source the daily worker parses."""
 
     name: str
-    kind: Literal["auto", "folder", "s3", "feed", "rss", "csv", "jsonl", "html"] = "auto"
+    kind: SourceKind = "auto"
     location: str
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Self
 
+from config import Settings, SourceKind, SourceSettings
 from embed.decode import DecodedImage
 
 
@@ -16,6 +18,10 @@ class FetchError(RuntimeError):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+
+
+class SourceConfigError(ValueError):
+    """A declared or ad-hoc source cannot be built; the message says why."""
 
 
 class Cancelled(FetchError):
@@ -100,11 +106,34 @@ class Failed:
     retryable: bool = True
 
 
-class Source(Protocol):
-    """Anything that can list items: a folder, an S3 prefix, a web feed."""
+class Source(ABC):
+    """Anything that can list items: a folder, an S3 prefix, a web feed.
+
+    The pipeline calls every method declared here; the hooks besides `discover` have defaults
+    that do nothing, so a source overrides only what it needs. A source that can be declared in
+    the settings names its `kinds` (config's SourceKind) and builds itself in `from_spec`.
+    """
 
     name: str
+    kinds: ClassVar[tuple[SourceKind, ...]] = ()  # the declared kinds this class builds
 
+    @classmethod
+    def from_spec(cls, spec: SourceSettings, settings: Settings, *, s3_client: Any = None) -> Self:
+        """Build the source a declaration names (its kind is one of `kinds`, never "auto")."""
+        raise SourceConfigError(f"source {spec.name!r}: {cls.__name__} cannot be declared")
+
+    @abstractmethod
     def discover(self) -> Iterator[SourceItem]:
         """Yield every item the source currently offers."""
-        ...
+
+    def warnings(self) -> Sequence[str]:
+        """What the last discovery wants the run report to show (e.g. a capped feed)."""
+        return ()
+
+    def cancel(self) -> None:
+        """Stop downloads in flight: the run is stopping or out of time (any thread)."""
+        return None  # nothing in flight by default
+
+    def close(self) -> None:
+        """Release what the source holds, once the run that used it is over."""
+        return None  # nothing held by default

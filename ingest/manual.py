@@ -15,7 +15,7 @@ from typing import Literal
 
 from embed.decode import decode_image
 from ingest.dates import to_iso
-from ingest.items import ItemMeta, SourceItem
+from ingest.items import ItemMeta, Source, SourceItem
 from ingest.pipeline import Pipeline
 from store.keys import point_id
 
@@ -53,7 +53,7 @@ class Added:
         return self.status == "new"
 
 
-class _OneItem:
+class _OneItem(Source):
     """A source that offers one item."""
 
     def __init__(self, name: str, item: SourceItem) -> None:

@@ -44,7 +44,7 @@ from ingest.report import DEADLINE, DISCOVER, RunFailure, RunReport, SourceRepor
 from ingest.sightings import record_sighting
 from ingest.state import StateStore, iso, utcnow
 from ingest.upsert import upsert
-from store.images import ImageStore
+from store.images import ImageStore, LocalImageStore
 from store.index import CatalogMismatch, IndexLocked, IndexUnavailable, VectorIndex
 from store.keys import point_id
 
@@ -109,9 +109,7 @@ class _Halt:
     so a stalled server cannot hold the run past its stop or its deadline.
     """
 
-    def __init__(
-        self, stop: threading.Event, deadline: float, cancel: Callable[[], None] | None
-    ) -> None:
+    def __init__(self, stop: threading.Event, deadline: float, cancel: Callable[[], None]) -> None:
         self.stop = stop
         self.deadline = deadline
         self.cancel = cancel
@@ -134,8 +132,7 @@ class _Halt:
             if self.stop.is_set() or remaining <= 0:
                 self.timed_out = not self.stop.is_set()
                 self.event.set()
-                if self.cancel is not None:
-                    self.cancel()
+                self.cancel()
                 return
             self._done.wait(min(0.25, remaining))
 
@@ -249,9 +246,8 @@ class Pipeline:
     def reconcile(self) -> int:
         """Remove objects written by an interrupted run whose points never landed."""
         removed = 0
-        sweep = getattr(self.images, "sweep_temp", None)
-        if callable(sweep):  # half-written temp files of a killed local write
-            sweep()
+        if isinstance(self.images, LocalImageStore):  # half-written temp files of a killed write
+            self.images.sweep_temp()
         for sha256, pid, keys in self.state.pending():
             if not self.index.existing([pid]):
                 for key in keys:
@@ -354,12 +350,7 @@ class Pipeline:
         in_flight: set[Future[Decoded | Stored | Failed]] = set()
         limit = max(2 * self.settings.embed.batch_size, 2 * self.settings.fetch.concurrency)
         budget = self.settings.ingest.source_deadline_s
-        cancel = getattr(source, "cancel", None)
-        halt = _Halt(
-            stop,
-            min(run_deadline, time.monotonic() + budget),
-            cancel if callable(cancel) else None,
-        )
+        halt = _Halt(stop, min(run_deadline, time.monotonic() + budget), source.cancel)
         try:
             for item in source.discover():
                 if halt.is_set():
@@ -390,7 +381,7 @@ class Pipeline:
                 self._take(in_flight, pool, batch, counts, report, on_failure, bar)
             halt.close()
             self._flush(batch, counts)
-            for warning in getattr(source, "warnings", ()):
+            for warning in source.warnings():
                 report.failures.append(RunFailure.of_source(source.name, DISCOVER, warning))
             if halt.timed_out:
                 whose = "run's" if run_deadline <= halt.deadline else "source's"
@@ -403,9 +394,7 @@ class Pipeline:
                 )
                 report.failures.append(RunFailure.of_source(source.name, DEADLINE, reason))
             self._save_progress(report, force=True)
-            close = getattr(source, "close", None)
-            if callable(close):
-                close()  # web sources hold an HTTP client
+            source.close()  # web sources hold an HTTP client
             bar.set_postfix(new=counts.new, dup=counts.duplicate, failed=counts.failed)
 
     def _due(self, item: SourceItem, counts: SourceReport) -> bool:

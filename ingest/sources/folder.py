@@ -6,21 +6,29 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
+from config import Settings, SourceKind, SourceSettings
 from ingest.dates import to_iso
-from ingest.items import FetchError, ItemMeta, SourceItem
+from ingest.items import FetchError, ItemMeta, Source, SourceItem
 
 log = logging.getLogger(__name__)
 SIDECAR_FIELDS = ("title", "description", "source_uri", "published_at", "category")
 
 
-class FolderSource:
+class FolderSource(Source):
     """Files under a folder (or one file); an item changes when its size or mtime does."""
+
+    kinds: ClassVar[tuple[SourceKind, ...]] = ("folder",)
 
     def __init__(self, name: str, root: Path | str) -> None:
         self.name = name
         self.root = Path(root).expanduser()
+
+    @classmethod
+    def from_spec(cls, spec: SourceSettings, settings: Settings, *, s3_client: Any = None) -> Self:
+        """The folder (or file) the declaration's location names."""
+        return cls(spec.name, Path(spec.location))
 
     def discover(self) -> Iterator[SourceItem]:
         """Yield every candidate file; a missing root is a listing error."""

@@ -14,11 +14,13 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, ClassVar, Self
 
+from config import Settings, SourceKind, SourceSettings
 from ingest.dates import to_iso
-from ingest.items import FetchError, ItemMeta, SourceItem
+from ingest.items import FetchError, ItemMeta, Source, SourceConfigError, SourceItem
 from ingest.sources.folder import SIDECAR_FIELDS
+from store.images import make_s3_client, parse_s3_url
 
 log = logging.getLogger(__name__)
 MAX_SIDECAR_BYTES = 1024 * 1024
@@ -31,8 +33,10 @@ class _Listed:
     size: int
 
 
-class S3Source:
+class S3Source(Source):
     """Objects under an S3 prefix; an item changes when its ETag or size does."""
+
+    kinds: ClassVar[tuple[SourceKind, ...]] = ("s3",)
 
     def __init__(
         self,
@@ -50,6 +54,27 @@ class S3Source:
         self.prefix = prefix.lstrip("/")
         self.max_bytes = max_bytes
         self.page_size = page_size
+
+    @classmethod
+    def from_spec(cls, spec: SourceSettings, settings: Settings, *, s3_client: Any = None) -> Self:
+        """The `s3://bucket/prefix` of the declaration; option max_keys (or page_size)."""
+        try:
+            bucket, prefix = parse_s3_url(spec.location)
+        except ValueError as exc:
+            raise SourceConfigError(f"source {spec.name!r}: {exc}") from exc
+        page_size = spec.options.get("max_keys") or spec.options.get("page_size")
+        try:
+            page_size = int(page_size) if page_size else None
+        except (TypeError, ValueError) as exc:
+            raise SourceConfigError(f"source {spec.name!r}: max_keys must be a number") from exc
+        return cls(
+            spec.name,
+            s3_client or make_s3_client(settings.s3),
+            bucket,
+            prefix,
+            max_bytes=settings.fetch.max_bytes,
+            page_size=page_size,
+        )
 
     def discover(self) -> Iterator[SourceItem]:
         """Yield every image object under the prefix; an unlistable bucket is a FetchError."""

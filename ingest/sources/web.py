@@ -24,12 +24,12 @@ its entry or row changes; that is the accepted trade-off.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Self
 
-from config import FetchSettings
+from config import FetchSettings, Settings, SourceKind, SourceSettings
 from ingest.http import Document, Downloader
-from ingest.items import Cancelled, FetchError, ItemMeta, SourceItem
+from ingest.items import Cancelled, FetchError, ItemMeta, Source, SourceConfigError, SourceItem
 from ingest.sources.detect import WEB_KINDS, detect_web_kind
 from ingest.sources.entry import WebEntry
 from ingest.sources.feeds import parse_feed
@@ -39,8 +39,11 @@ from ingest.sources.tabular import parse_csv, parse_jsonl
 log = logging.getLogger(__name__)
 
 
-class WebSource:
+class WebSource(Source):
     """An http(s) URL serving RSS/Atom, CSV, JSON Lines or HTML (detected unless declared)."""
+
+    # "feed": decided from the content; the others are declared.
+    kinds: ClassVar[tuple[SourceKind, ...]] = ("feed", "rss", "csv", "jsonl", "html")
 
     def __init__(
         self,
@@ -65,7 +68,23 @@ class WebSource:
         # One client for discovery and every item fetch of this source (fetches run in the
         # pipeline's worker threads, after discovery may have finished, so it is not closed here).
         self.downloader = downloader or Downloader(settings)
-        self.warnings: list[str] = []  # things the run report should show (e.g. a capped feed)
+        self._warnings: list[str] = []  # what the run report should show (e.g. a capped feed)
+
+    @classmethod
+    def from_spec(cls, spec: SourceSettings, settings: Settings, *, s3_client: Any = None) -> Self:
+        """The http(s) URL of the declaration, with its options (max_pages, follow_links...)."""
+        if not spec.location.startswith(("http://", "https://")):
+            raise SourceConfigError(f"source {spec.name!r}: {spec.kind} needs an http(s) URL")
+        try:
+            return cls(
+                spec.name,
+                spec.location,
+                settings.fetch,
+                kind=None if spec.kind == "feed" else spec.kind,
+                options=spec.options,
+            )
+        except (TypeError, ValueError) as exc:
+            raise SourceConfigError(f"source {spec.name!r}: {exc}") from exc
 
     def discover(self) -> Iterator[SourceItem]:
         """Fetch the document once, parse it lazily, and yield one item per (image, place) pair."""
@@ -73,13 +92,17 @@ class WebSource:
         kind = self.kind or detect_web_kind(document)
         log.debug("source %s: %s is %s", self.name, document.url, kind)
         seen: set[str] = set()
-        self.warnings.clear()
+        self._warnings.clear()
         for entry in self._entries(document, kind):
             key = item_key(entry.image_url, entry.source_uri)
             if key in seen:  # one key, one item: the first mention wins
                 continue
             seen.add(key)
             yield self._item(entry)
+
+    def warnings(self) -> Sequence[str]:
+        """What the last discovery cut short (a document listing more than the cap)."""
+        return tuple(self._warnings)
 
     def cancel(self) -> None:
         """Stop this source's downloads in flight (the run is stopping or out of time)."""
@@ -99,7 +122,7 @@ class WebSource:
                     "were read (IMGSEARCH_FETCH__MAX_ITEMS_PER_DOCUMENT)"
                 )
                 log.warning("source %s: %s", self.name, message)
-                self.warnings.append(message)
+                self._warnings.append(message)
                 return
             yield entry
 
