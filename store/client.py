@@ -158,21 +158,33 @@ class ClientIndex(VectorIndex):
                 if changed:
                     log.info("%s: binary quantization of the %s vectors", self.collection, name)
 
-    def _search_params(self, using: str) -> models.SearchParams | None:
+    def _search_params(
+        self, using: str, queries: Sequence[np.ndarray] | None
+    ) -> models.SearchParams | None:
         """The vector's search breadth, if it sets one; with int8 the nearest (twice as many as
         asked for, as store/edge.py measured) are rescored with the full vectors, asked for
         rather than left to the server's choice, so a score (and a threshold) means the same
-        with quantization as without."""
+        with quantization as without.
+
+        A binary vector is searched on its bits only for queries of +-1 components (None: the
+        server computes the query, e.g. a recommend's average); others are searched on the full
+        vectors, as store/edge.py does (the bits would pick the candidates by the signs alone).
+        """
         spec = self.specs.get(using)
         ef = spec.search_ef if spec is not None else None
-        if not self.search_params or (ef is None and not self.quantization):
-            return None
-        return models.SearchParams(
-            hnsw_ef=ef,
-            quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
-            if self.quantization
-            else None,
+        exact = (
+            spec is not None
+            and spec.binary
+            and (queries is None or not all(_signs_only(q) for q in queries))
         )
+        if not self.search_params or (ef is None and not self.quantization and not exact):
+            return None
+        quantization = None
+        if exact:
+            quantization = models.QuantizationSearchParams(ignore=True)
+        elif self.quantization:
+            quantization = models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+        return models.SearchParams(hnsw_ef=ef, quantization=quantization)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.client.update_collection(self.collection, metadata={"imgsearch": meta})
@@ -356,7 +368,7 @@ class ClientIndex(VectorIndex):
                     score_threshold=threshold,
                     filter=flt,
                     with_payload=True,
-                    params=self._search_params(using),
+                    params=self._search_params(using, [vector]),
                 )
                 for vector in vectors
             ],
@@ -380,9 +392,15 @@ class ClientIndex(VectorIndex):
         self.ensure_collection()
         pos_ids, _ = self._split_examples(positive)
         neg_ids, _ = self._split_examples(negative)
-        unknown = set(pos_ids + neg_ids) - self.existing(pos_ids + neg_ids)
-        if unknown:
-            raise KeyError(f"no image with id {sorted(unknown)[0]} in the catalog")
+        if pos_ids or neg_ids:
+            # An example must have the searched vector (the engine would fail on it otherwise).
+            found = self.get(pos_ids + neg_ids, with_vectors=[using])
+            usable = {h.id for h in found if using in h.vectors}
+            unknown = sorted(set(pos_ids + neg_ids) - usable)
+            if unknown:
+                raise KeyError(
+                    f"no image with id {unknown[0]} (and a {using} vector) in the catalog"
+                )
         response = self.client.query_points(
             self.collection,
             query=models.RecommendQuery(
@@ -398,7 +416,9 @@ class ClientIndex(VectorIndex):
             score_threshold=threshold,
             query_filter=build_filter(where),
             with_payload=True,
-            search_params=self._search_params(using),
+            search_params=self._search_params(
+                using, _recommend_queries(positive, negative, strategy)
+            ),
         )
         return [_hit(point) for point in response.points]
 
@@ -476,6 +496,23 @@ class ClientIndex(VectorIndex):
         with self._lock:
             self.client.close()
             super().close()
+
+
+def _signs_only(vector: np.ndarray) -> bool:
+    """Whether every component is +1 or -1 (what a binary vector's bits keep exactly)."""
+    return bool(np.all(np.abs(np.asarray(vector, dtype=np.float32)) == 1.0))
+
+
+def _recommend_queries(
+    positive: Sequence[str | np.ndarray], negative: Sequence[str | np.ndarray], strategy: Strategy
+) -> list[np.ndarray] | None:
+    """The vectors a recommend searches with, where they are known here: best_score scores each
+    example (an id stands for its stored vector, +-1 on a binary vector); average_vector searches
+    one computed average (known only when it is the one positive example), else None."""
+    vectors = [np.asarray(e) for e in [*positive, *negative] if not isinstance(e, str)]
+    if strategy == Strategy.BEST_SCORE or (len(positive) == 1 and not negative):
+        return vectors
+    return None
 
 
 def _floats(vector: np.ndarray) -> list[float]:

@@ -351,7 +351,7 @@ class EdgeIndex(VectorIndex):
                 filter=flt,
                 score_threshold=threshold,  # a minimum score, a maximum distance
                 with_payload=True,
-                params=self._search_params(using),
+                params=self._search_params(using, [v]),
             )
             for v in vectors
         ]
@@ -382,8 +382,11 @@ class EdgeIndex(VectorIndex):
                 qe.RecommendQuery([_floats(v) for v in pos], [_floats(v) for v in neg]),
                 using=using,
             )
+            searched = [*pos, *neg]
         else:
-            query = qe.Query.Nearest(_floats(average_vector(pos, neg)), using=using)
+            target = average_vector(pos, neg)
+            query = qe.Query.Nearest(_floats(target), using=using)
+            searched = [target]
         points = self.shard.query(
             qe.QueryRequest(
                 limit=top_k,
@@ -392,26 +395,33 @@ class EdgeIndex(VectorIndex):
                 filter=flt,
                 score_threshold=threshold,  # a minimum score, a maximum distance
                 with_payload=True,
-                params=self._search_params(using),
+                params=self._search_params(using, searched),
             )
         )
         return [_hit(p) for p in points]
 
-    def _search_params(self, using: str) -> qe.SearchParams | None:
+    def _search_params(self, using: str, queries: Sequence[np.ndarray]) -> qe.SearchParams | None:
         """The vector's search breadth, if it sets one; an int8 vector's nearest (twice as many
         as asked for) are rescored with the full vectors (Edge does not by default), so scores
-        and thresholds mean what they mean without quantization (see _vector_params)."""
+        and thresholds mean what they mean without quantization (see _vector_params).
+
+        A binary vector's bits lose nothing only for a query of +-1 components (a PDQ hash); any
+        other query (a recommend's average, say) is searched on the full vectors: Edge would
+        otherwise pick the candidates by the query's signs and miss true nearest (measured in
+        tests/test_index_congruence.py), even in a shard without HNSW.
+        """
         spec = self.specs.get(using)
         ef = spec.search_ef if spec is not None else None
-        rescored = self._quantized(using) == "scalar"
-        if ef is None and not rescored:
+        kind = self._quantized(using)
+        exact = kind == "binary" and not all(_signs_only(q) for q in queries)
+        if ef is None and kind != "scalar" and not exact:
             return None
-        return qe.SearchParams(
-            hnsw_ef=ef,
-            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
-            if rescored
-            else None,
-        )
+        quantization = None
+        if exact:
+            quantization = qe.QuantizationSearchParams(ignore=True)
+        elif kind == "scalar":
+            quantization = qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+        return qe.SearchParams(hnsw_ef=ef, quantization=quantization)
 
     def _examples(self, examples: Sequence[str | np.ndarray], using: str) -> list[np.ndarray]:
         ids, vectors = self._split_examples(examples)
@@ -580,6 +590,11 @@ def _vector_params(size: int, distance: qe.Distance, quantized: str | None) -> q
     return qe.EdgeVectorParams(size=size, distance=distance, quantization_config=quantization)
 
 
+def _signs_only(vector: np.ndarray) -> bool:
+    """Whether every component is +1 or -1 (what a binary vector's bits keep exactly)."""
+    return bool(np.all(np.abs(np.asarray(vector, dtype=np.float32)) == 1.0))
+
+
 def _floats(vector: np.ndarray) -> list[float]:
     floats: list[float] = np.asarray(vector, dtype=np.float32).tolist()
     return floats
@@ -605,7 +620,10 @@ def edge_filter(
     must: list[Any] = []
     for c in parse_where(where):
         if isinstance(c, Exact):
-            must.append(qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value)))
+            # The binding reads a Python bool as the integer 1 or 0, which matches no stored
+            # true or false; numpy's bool reaches it as a bool.
+            value: Any = np.bool_(c.value) if isinstance(c.value, bool) else c.value
+            must.append(qe.FieldCondition(key=c.key, match=qe.MatchValue(value)))
         elif isinstance(c, AnyOf):
             must.append(qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.values))))  # type: ignore[arg-type]
         elif isinstance(c, Between):

@@ -345,11 +345,16 @@ def test_server_int8_collections_are_rescored_and_pdq_stays_binary() -> None:
     )
     try:
         # What the server is asked: the PDQ vector's breadth, rescoring with oversampling.
-        params = index._search_params("pdq")
+        bits = np.where(np.arange(256) % 2 == 0, 1.0, -1.0).astype(np.float32)
+        params = index._search_params("pdq", [bits])
         assert params is not None and params.hnsw_ef == 512
         assert params.quantization is not None and params.quantization.rescore
         assert params.quantization.oversampling == 2.0
-        image_params = index._search_params("image")
+        # Another query on the bits (a recommend's average) is searched on the full vectors.
+        averaged = index._search_params("pdq", [bits * 0.5])
+        assert averaged is not None and averaged.quantization is not None
+        assert averaged.quantization.ignore and averaged.hnsw_ef == 512
+        image_params = index._search_params("image", [unit_vectors(1)[0]])
         assert image_params is not None and image_params.hnsw_ef is None
         vectors = unit_vectors(20)
         bits = np.where(vectors[:, :256] > 0, 1.0, -1.0).astype(np.float32)
