@@ -31,7 +31,8 @@ def sentence(text: str) -> str:
     text = text.strip()
     if not text:
         return "Something went wrong; the log has the details."
-    text = text[0].upper() + text[1:]
+    if not text.split(maxsplit=1)[0].endswith(":"):  # "top_k: ..." names a field: kept as is
+        text = text[0].upper() + text[1:]
     return text if text.endswith((".", "!", "?")) else text + "."
 
 

@@ -30,7 +30,7 @@ from config import Settings
 if TYPE_CHECKING:
     import streamlit as st
 
-log = logging.getLogger("imgsearch.server")
+log = logging.getLogger("imgsearch.api")
 
 WARMUP_WAIT_S = 120.0  # a stop waits this long at most for the models to finish loading
 

@@ -20,10 +20,7 @@ import numpy as np
 
 from config import DecodeSettings, FetchSettings, VerdictSettings
 from embed.decode import DecodedImage, Fit, decode_image
-from embed.descriptors import CLIP, IMAGE, PDQ, Descriptors, hamming_of
-from embed.layout import SIDE as LAYOUT_SIDE
-from embed.pdq import HASH_SIDE
-from ingest.decode import MODEL_SHORT_SIDE
+from embed.descriptors import CLIP, IMAGE, PDQ, Descriptors, hamming_of, needed_fit
 from ingest.http import Downloader
 from ingest.items import FetchError
 from search.query import Examples, FetchFailed, Query, QueryError, UnknownImage, build_query
@@ -365,6 +362,6 @@ class SearchService:
 
 
 def query_fit(verdict: VerdictSettings) -> Fit:
-    """What a query's consumers need: the models' short side (ResNet50, SSCD, CLIP); PDQ's,
-    layout's and geometric verification's long side. A 12 MP JPEG upload is decoded at 1/4."""
-    return Fit(short=MODEL_SHORT_SIDE, long=max(HASH_SIDE, LAYOUT_SIDE, verdict.verify_side))
+    """What a query's consumers need: every descriptor's input (the models' short side, the
+    hashes' long side) and geometric verification's long side. A 12 MP JPEG is decoded at 1/4."""
+    return needed_fit(long=verdict.verify_side)

@@ -250,6 +250,34 @@ def test_docs_render_and_describe_every_endpoint(served: Served, client: httpx.C
     assert httpx.get(f"{served.url}/_stcore/health").text == "ok"
 
 
+def test_the_schema_says_what_the_server_accepts(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    check = spec["paths"]["/check"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert "image/jpeg" in check["encoding"]["image"]["contentType"]
+    assert check["schema"]["required"] == ["image"]
+    record = spec["paths"]["/images/{image_id}"]["get"]["parameters"][0]
+    assert record["schema"]["format"] == "uuid"
+    body = spec["components"]["schemas"]["SearchBody"]
+    assert "text" not in body["properties"]  # no text model on this server
+    assert {"required": ["url"], "properties": {"url": {"type": "string"}}} in body["anyOf"]
+    # What the schema rejects, the server rejects.
+    assert_error(client.post("/search", json={}), 422)
+    assert_error(client.get("/images/not-a-uuid"), 422)
+    assert_error(client.post("/check", files=upload(image_bytes(801)), data={"top_k": "5000"}), 422)
+
+
+def test_a_method_not_allowed_lists_every_allowed_method(client: httpx.Client) -> None:
+    response = client.put("/images/0f8fad5b-d9cb-469f-a165-70867728950e")
+    assert_error(response, 405)
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+
+
+def test_an_id_with_a_line_break_gets_the_api_json_answer(client: httpx.Client) -> None:
+    response = client.get("/images/a%0Ab/thumbnail")
+    assert response.headers["content-type"] == "application/json"
+    assert_error(response, 422)
+
+
 # -- errors ----------------------------------------------------------------------------------
 def test_a_file_that_is_not_an_image_is_400(client: httpx.Client) -> None:
     error = assert_error(client.post("/search", files=upload(b"%PDF-1.4 hello", "a.pdf")), 400)

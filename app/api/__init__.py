@@ -58,8 +58,9 @@ def create_api(
         limit=limit_mb * 1024 * 1024 + MULTIPART_SLACK,
         sentence=too_large_sentence(limit_mb),
     )
-    install_failures(app, limit_mb)
-    for router in (search.router, images.router, health.router):
+    routers = (search.router, images.router, health.router)
+    install_failures(app, limit_mb, routers)
+    for router in routers:
         app.include_router(router)
     install_openapi(app, text=settings.text.enabled)
     return app

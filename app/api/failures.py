@@ -8,12 +8,14 @@ HTTP layer's own cases: unknown paths, methods not allowed (with every allowed m
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import get_route_path
 
 from app.api.forms import validation_sentence
 from app.api.limits import too_large_sentence
@@ -32,19 +34,20 @@ def error(status: int, text: str, headers: dict[str, str] | None = None) -> JSON
     return JSONResponse({"error": text}, status_code=status, headers=headers)
 
 
-def allowed_methods(app: FastAPI, request: Request) -> list[str]:
-    """Every method some route of this app answers at the request's path."""
+def allowed_methods(routers: Sequence[APIRouter], request: Request) -> list[str]:
+    """Every method some route of these routers answers at the request's path."""
+    path = get_route_path(request.scope)
     methods: set[str] = set()
-    for route in app.router.routes:
-        if not isinstance(route, Route) or not route.methods:
-            continue
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        if match != Match.NONE:
-            methods |= route.methods  # Starlette adds HEAD wherever GET is
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.path_regex.match(path):
+                methods |= route.methods or set()
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
     return sorted(methods)
 
 
-def install_failures(app: FastAPI, limit_mb: int) -> None:
+def install_failures(app: FastAPI, limit_mb: int, routers: Sequence[APIRouter]) -> None:
     """Register the handlers that turn every failure into one JSON sentence."""
 
     @app.exception_handler(StarletteHTTPException)
@@ -56,7 +59,7 @@ def install_failures(app: FastAPI, limit_mb: int) -> None:
             text = f"There is no endpoint {request.url.path}."
         elif exc.status_code == 405:
             text = MESSAGES[405]
-            headers["Allow"] = ", ".join(allowed_methods(app, request))
+            headers["Allow"] = ", ".join(allowed_methods(routers, request))
         elif exc.status_code == 400 and "parsing the body" in str(exc.detail):
             return error(422, "The request body could not be parsed.")
         else:
