@@ -91,8 +91,7 @@ def run_bench(
         figures["baseline_images_per_s"] = round(baseline, 2)
         figures["encoder_speedup"] = round(ours / baseline, 2)
 
-        runtime = Runtime(bench_settings)
-        try:
+        with Runtime(bench_settings) as runtime:
             note(f"ingesting {len(paths)} images end to end")
             report = runtime.pipeline.run([FolderSource("bench", root / "photos")])
             new = report.total().new
@@ -109,8 +108,6 @@ def run_bench(
 
             note(f"timing {sizes.searches} uploads end to end")
             figures.update(time_searches(runtime, paths, sizes.searches))
-        finally:
-            runtime.close()
 
         note("reopening the catalog")
         began = time.perf_counter()

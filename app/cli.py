@@ -308,17 +308,8 @@ def cmd_count(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="imgsearch", description=__doc__)
-    parser.add_argument("--log-level", help="override IMGSEARCH_LOG_LEVEL")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("ingest", help="ingest folders, files, s3:// prefixes or feed URLs")
-    p.add_argument("locations", nargs="*", help="paths or URLs (default: declared sources)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=cmd_ingest)
-
+def add_query_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`search` and `check`: the questions a person asks of the catalog."""
     p = sub.add_parser(
         "search",
         help="find catalog images like these images, URLs, ids or words",
@@ -349,6 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_search)
 
+    p = sub.add_parser(
+        "check", help="is IMAGE in the catalog (same file or edited copy), and where was it first"
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=0, help="similar images listed with --json")
+    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.set_defaults(handler=cmd_check)
+
+
+def add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """What changes the catalog or reads it whole: ingest, add, delete, reindex, catalog, count."""
+    p = sub.add_parser("ingest", help="ingest folders, files, s3:// prefixes or feed URLs")
+    p.add_argument("locations", nargs="*", help="paths or URLs (default: declared sources)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_ingest)
+
     p = sub.add_parser("delete", help="delete catalog images by id (point, original, thumbnail)")
     p.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(handler=cmd_delete)
@@ -361,14 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published-at", default=None, help="publication date (ISO 8601)")
     p.add_argument("--category", default=None)
     p.set_defaults(handler=cmd_add)
-
-    p = sub.add_parser(
-        "check", help="is IMAGE in the catalog (same file or edited copy), and where was it first"
-    )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top-k", type=int, default=0, help="similar images listed with --json")
-    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser(
         "reindex", help="compute missing descriptors of catalog images from their originals"
@@ -384,6 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_reindex)
 
+    p = sub.add_parser("catalog", help="export the catalog as JSON lines")
+    p.add_argument("--json", action="store_true", help="JSON lines (the only format)")
+    p.set_defaults(handler=cmd_catalog)
+
+    p = sub.add_parser("count", help="print the number of images in the catalog")
+    p.set_defaults(handler=cmd_count)
+
+
+def add_operation_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Running the product: serve, demo-data, runs, quarantine."""
     p = sub.add_parser("serve", help="run the web app")
     p.add_argument("--port", type=int, default=0, help="default IMGSEARCH_APP__PORT (8501)")
     p.add_argument("--address", default="", help="default IMGSEARCH_APP__ADDRESS (127.0.0.1)")
@@ -408,13 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_quarantine)
 
-    p = sub.add_parser("catalog", help="export the catalog as JSON lines")
-    p.add_argument("--json", action="store_true", help="JSON lines (the only format)")
-    p.set_defaults(handler=cmd_catalog)
 
-    p = sub.add_parser("count", help="print the number of images in the catalog")
-    p.set_defaults(handler=cmd_count)
-
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="imgsearch", description=__doc__)
+    parser.add_argument("--log-level", help="override IMGSEARCH_LOG_LEVEL")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_query_commands(sub)
+    add_catalog_commands(sub)
+    add_operation_commands(sub)
     # Subcommand groups that live with their feature.
     from app import bench, evaluate, fuzz, worker
     from aws import cli as aws_cli

@@ -7,7 +7,6 @@ raise typed errors; only these three boundaries speak to people.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,6 @@ from search.query import FetchFailed, QueryError, UnknownImage
 from store.images import StoreError
 from store.index import BadFilter, IndexUnavailable
 
-log = logging.getLogger("imgsearch")
 USAGE = 2  # the CLI's exit status for "this command cannot proceed as asked"
 
 
@@ -82,10 +80,6 @@ def outcome(exc: BaseException) -> Outcome | None:
 
 
 def describe(exc: BaseException) -> str:
-    """The one sentence for a person; an unavailable service is logged with its detail."""
+    """The one sentence for a person (each boundary logs the detail where it belongs)."""
     row = outcome(exc)
-    if row is None:
-        return "Something went wrong; the log has the details."
-    if row.unavailable:
-        log.warning("unavailable: %s", exc, exc_info=exc)
-    return row.words(exc)
+    return row.words(exc) if row else "Something went wrong; the log has the details."

@@ -189,11 +189,8 @@ def scratch_runtime(settings: Settings, data_dir: Path | None = None) -> Iterato
             "sources": [],
         }
     )
-    runtime = Runtime(scratch)
-    try:
+    with Runtime(scratch) as runtime:
         yield runtime
-    finally:
-        runtime.close()
 
 
 # --- ranking quality: eval labels and eval text ------------------------------------------------

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from app.errors import describe
+from app.errors import describe, outcome
 from app.runtime import Runtime, configure_logging, settings_key, shared_runtime
 from app.worker import start_in_app_scheduler
 from config import Settings
@@ -53,6 +53,9 @@ def runtime_for(settings: Settings) -> Runtime:
 
 def show_error(exc: Exception) -> None:
     """One sentence on the page for a failure the visitor can act on; details go to the log."""
+    row = outcome(exc)
+    if row is None or row.unavailable:
+        log.warning("request failed", exc_info=exc)
     st.error(describe(exc))
 
 

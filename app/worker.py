@@ -27,16 +27,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 
+from app.errors import KNOWN
 from app.runtime import Runtime
 from app.schedule import JOB_ID, build_scheduler
 from config import Settings
-from embed.encoder import WeightsUnavailable
-from ingest.pipeline import RunInProgress, mark_stale_runs
+from ingest.pipeline import mark_stale_runs
 from ingest.report import RunReport
-from ingest.sources import SourceConfigError
 from ingest.state import StateStore
-from store.images import StoreError
-from store.index import IndexUnavailable
 
 log = logging.getLogger("imgsearch.worker")
 
@@ -48,14 +45,6 @@ _runtime: Runtime | None = None
 # Set on SIGTERM/SIGINT (worker) or interpreter exit (app): the run finishes its batch and stops.
 _stop = threading.Event()
 _in_app: BackgroundScheduler | None = None
-# A scheduled run that cannot proceed is logged in one line; the next one tries again.
-SKIPPED_RUN_ERRORS = (
-    RunInProgress,
-    IndexUnavailable,
-    StoreError,
-    WeightsUnavailable,
-    SourceConfigError,
-)
 _in_app_lock = threading.RLock()
 _exit_hooked = False
 # Set while this process runs the job (a "Run now" then only says a run is in progress).
@@ -148,7 +137,7 @@ def scheduled_run() -> None:
         raise RuntimeError("no Runtime is registered for the scheduled job in this process")
     try:
         run_job(runtime, _stop)
-    except SKIPPED_RUN_ERRORS as exc:
+    except KNOWN as exc:  # a run that cannot proceed: one line; the next one tries again
         log.warning("daily job skipped: %s", exc)
 
 
@@ -240,13 +229,12 @@ def _run_once(settings: Settings) -> int:
     if not settings.sources:
         print("Nothing to do: no sources are declared (set IMGSEARCH_SOURCES).", file=sys.stderr)
         return 2
-    runtime = Runtime(settings)
     restore = _on_stop_signals(lambda: None)
     try:
-        report = run_job(runtime, _stop)
+        with Runtime(settings) as runtime:
+            report = run_job(runtime, _stop)
     finally:
         restore()
-        runtime.close()
     print(report.summary())
     return 0
 

@@ -104,7 +104,7 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test loads its models afresh (the per-process cache is emptied)."""
-    monkeypatch.setitem(model_module._cache, ClipEncoder, {})
+    monkeypatch.setitem(model_module._cache, ClipEncoder, {})  # type: ignore[misc]
 
 
 def text_settings(data_dir: Path, model: Path | str, **overrides: Any) -> Settings:

@@ -59,7 +59,7 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The user's settings: random weights, no SSCD, a data dir the evaluation must not touch."""
-    monkeypatch.setitem(model_module._cache, clip_module.ClipEncoder, {})
+    monkeypatch.setitem(model_module._cache, clip_module.ClipEncoder, {})  # type: ignore[misc]
     data = tmp_path / "my-catalog"
     for key, value in {
         "IMGSEARCH_DATA_DIR": str(data),

@@ -21,6 +21,7 @@ from embed.decode import DecodeError, sha256_of
 from embed.descriptors import TextSearchUnavailable
 from ingest.manual import ManualAddError, ManualImage, add_image
 from ingest.sources.folder import FolderSource
+from search.catalog import Catalog
 from search.query import FetchFailed, Filters, Query, QueryError, UnknownImage
 from search.service import SearchService, query_fit
 from store.keys import point_id
@@ -101,6 +102,11 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime,
 @pytest.fixture
 def service(catalog: tuple[Runtime, dict[str, bytes]]) -> SearchService:
     return catalog[0].search
+
+
+@pytest.fixture
+def images(catalog: tuple[Runtime, dict[str, bytes]]) -> Catalog:
+    return catalog[0].catalog
 
 
 @pytest.fixture
@@ -219,9 +225,9 @@ def test_queries_that_cannot_run_say_why_in_one_sentence(
     assert str(caught.value).endswith(".")
 
 
-def test_an_unknown_id_is_unknown_image(service: SearchService) -> None:
+def test_an_unknown_id_is_unknown_image(images: Catalog) -> None:
     with pytest.raises(UnknownImage):
-        service.record("0f8fad5b-d9cb-469f-a165-70867728950e")
+        images.record("0f8fad5b-d9cb-469f-a165-70867728950e")
 
 
 def test_search_by_url_fetches_through_the_guarded_downloader(
@@ -254,10 +260,8 @@ def test_search_by_url_fetches_through_the_guarded_downloader(
             refused.close()
 
 
-def test_stats_count_sources_categories_months_formats_and_sizes(
-    service: SearchService,
-) -> None:
-    stats = service.stats().as_dict()
+def test_stats_count_sources_categories_months_formats_and_sizes(images: Catalog) -> None:
+    stats = images.stats().as_dict()
     assert stats["total"] == 8
     assert stats["sources"] == {"news": 4, "wire": 4}
     assert stats["categories"] == {"sport": 3, "weather": 2, "politics": 1, "disaster": 1}
@@ -267,10 +271,8 @@ def test_stats_count_sources_categories_months_formats_and_sizes(
     assert sum(stats["ingested"].values()) == 8
 
 
-def test_a_record_has_its_payload_and_timeline(
-    service: SearchService, files: dict[str, bytes]
-) -> None:
-    record = service.record(pid(files["n502"])).as_dict()
+def test_a_record_has_its_payload_and_timeline(images: Catalog, files: dict[str, bytes]) -> None:
+    record = images.record(pid(files["n502"])).as_dict()
     assert record["payload"]["title"] == "Harbour fire at dawn"
     assert [p["source_uri"] for p in record["timeline"]] == ["https://news.example/502"]
 

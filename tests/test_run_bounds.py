@@ -263,7 +263,7 @@ def test_run_reports_are_stored_as_before_and_old_rows_read_back(tmp_path: Path)
     run_id = state.start_run(report)
     state.finish_run(run_id, report)
     [stored] = state_rows(state, "SELECT report FROM runs WHERE id=?", run_id)
-    assert json.loads(stored) == {
+    assert json.loads(str(stored)) == {
         "started_at": "2026-01-01T00:00:00Z",
         "finished_at": None,
         "duration_s": 2.5,

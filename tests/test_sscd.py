@@ -67,7 +67,7 @@ def save_scripted(module: nn.Module, path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test sees an empty per-process cache and its own empty torch hub folder."""
-    monkeypatch.setitem(model_module._cache, SscdEncoder, {})
+    monkeypatch.setitem(model_module._cache, SscdEncoder, {})  # type: ignore[misc]
     monkeypatch.setattr(sscd, "_off_logged", set())
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
 

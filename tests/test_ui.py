@@ -113,8 +113,7 @@ def test_an_unreadable_upload_gets_one_sentence(
     at.file_uploader[0].set_value(("bad.jpg", b"\xff\xd8\xff garbage", "image/jpeg")).run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "That file is not a usable image: not an image (or a format imgsearch does "
-        "not accept)."
+        "That file is not a usable image: not an image (or a format imgsearch does not accept)."
     ]
 
 
@@ -557,8 +556,7 @@ def test_adding_a_file_that_is_not_an_image_is_one_sentence(
     at.button(key="FormSubmitter:add-Add to the catalog").click().run()
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "That file is not a usable image: not an image (or a format imgsearch does "
-        "not accept)."
+        "That file is not a usable image: not an image (or a format imgsearch does not accept)."
     ]
 
 

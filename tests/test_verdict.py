@@ -196,7 +196,7 @@ def test_reindex_backfills_a_new_descriptor_resumably(
 
     # SSCD weights become available: the catalog's points lack the descriptor until reindexed.
     weights = save_scripted(TinySscd(), tmp_path / "models" / "sscd_disc_mixup.torchscript.pt")
-    monkeypatch.setitem(model_module._cache, sscd_module.SscdEncoder, {})
+    monkeypatch.setitem(model_module._cache, sscd_module.SscdEncoder, {})  # type: ignore[misc]
     runtime = Runtime(make_settings(tmp_path / "data", verdict={"sscd_weights": str(weights)}))
     try:
         descriptors = runtime.descriptors
