@@ -44,7 +44,7 @@ from ingest.report import DEADLINE, DISCOVER, RunFailure, RunReport, SourceRepor
 from ingest.sightings import record_sighting
 from ingest.state import StateStore, iso, utcnow
 from ingest.upsert import upsert
-from store.images import ImageStore, LocalImageStore
+from store.images import ImageStore
 from store.index import CatalogMismatch, IndexLocked, IndexUnavailable, VectorIndex
 from store.keys import point_id
 
@@ -246,8 +246,7 @@ class Pipeline:
     def reconcile(self) -> int:
         """Remove objects written by an interrupted run whose points never landed."""
         removed = 0
-        if isinstance(self.images, LocalImageStore):  # half-written temp files of a killed write
-            self.images.sweep_temp()
+        self.images.sweep_temp()  # half-written files of a killed write
         for sha256, pid, keys in self.state.pending():
             if not self.index.existing([pid]):
                 for key in keys:

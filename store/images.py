@@ -50,6 +50,9 @@ class ImageStore(Protocol):
     def describe(self) -> str:
         """Where the store lives, for logs and messages."""
 
+    def sweep_temp(self, older_than_s: float = 600) -> int:
+        """Remove what a killed writer left half-written; returns how many."""
+
 
 class LocalImageStore:
     """A folder on disk; writes are atomic (temp file + rename)."""
@@ -224,6 +227,10 @@ class S3ImageStore:
     def describe(self) -> str:
         """The bucket and prefix."""
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def sweep_temp(self, older_than_s: float = 600) -> int:
+        """Nothing to sweep: an S3 PUT is whole or absent."""
+        return 0
 
 
 def make_s3_client(s3: S3Settings) -> Any:
