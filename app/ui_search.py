@@ -148,17 +148,18 @@ def build_query(
     else:
         st.caption(sentence(text_search_off(runtime)))
     examples = len(uploads or ()) + len(negatives or ()) + bool(link)
-    strategy: Strategy | None = Strategy.AVERAGE_VECTOR
+    strategy = Strategy.AVERAGE_VECTOR
     if examples > 1:
-        strategy = st.radio(
+        chosen = st.radio(
             "Combine the examples by",
-            list(Strategy),
-            format_func=lambda chosen: chosen.label,
+            [s.value for s in Strategy],  # plain strings: what the session state keeps
+            format_func=lambda value: Strategy(value).label,
             horizontal=True,
             key="strategy",
             help="Average vector: one query at the mean of the examples (fast). Best score: "
             "each candidate is scored against every example (slower, follows each example).",
         )
+        strategy = Strategy(chosen or strategy)
     more = st.session_state.get("more_like")
     if more:
         return checked_query(
