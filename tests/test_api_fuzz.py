@@ -3,9 +3,9 @@
 Every generated request (valid and invalid, from the server's own OpenAPI schema) must get an
 answer the schema documents: no server error, a documented status, content type, headers and
 body, and a 405 whose `Allow` is right. Upload fields get real image files (schemathesis.toml
-loads tests/api_images.py). The two data checks are left out on purpose, for reasons the
-README's API section gives: an image URL that cannot be fetched is rejected though the schema
-cannot say which URLs are fetchable, and a multipart text field sent as `false` is a valid text.
+loads tests/api_images.py). The two data checks are left out on purpose, for the reasons the
+README's API section gives (unfetchable image URLs, multipart's untyped text fields, file parts
+sent without a filename).
 """
 
 from __future__ import annotations
