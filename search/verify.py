@@ -218,6 +218,14 @@ def measure(query: Features, candidate: Features, *, align_from: int = 4) -> Mea
     return Measure(matches, inliers, scale, rotation, correlation, overlap)
 
 
+def matched_points(query: Features, candidate: Features) -> tuple[Floats, Floats]:
+    """The positions of the one-to-one ratio-test matches: (query points, candidate points)."""
+    if len(query.descriptors) < 2 or len(candidate.descriptors) < 2:
+        return _EMPTY_POINTS, _EMPTY_POINTS
+    query_idx, candidate_idx = _match(query.descriptors, candidate.descriptors)
+    return query.points[query_idx], candidate.points[candidate_idx]
+
+
 def _verify_once(
     query: Features,
     candidate: Features,
