@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app import eval_changes
 from config import Settings
 from embed.clip import OFF as TEXT_OFF
 from embed.decode import EXTENSIONS, DecodeError, decode_image
@@ -624,3 +625,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("directory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_eval_verify)
+    eval_changes.register(kinds)

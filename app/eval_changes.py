@@ -1,0 +1,177 @@
+"""`imgsearch eval changes`: how well the "what changed" map boxes local edits, and stays quiet.
+
+Copies with one local manipulation (`search.local_edits`) must get their region boxed: the
+boxes cover at least half of the true region and add at most 1.5x its area elsewhere. The
+whole-picture edits of the copy benchmark (`search.edits`) must box no more than 2% of the
+picture. Photos are scikit-image's bundled ones (a dev dependency), split once and for all into
+a TUNE set, that the thresholds were chosen on, and a HELD_OUT set, that they are reported on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+import warnings
+from typing import Any, Final
+
+import numpy as np
+from PIL import Image
+
+from config import Settings
+from search.changes import Changes, what_changed
+from search.edits import EDITS
+from search.local_edits import MANIPULATIONS, manipulate
+
+TUNE: Final = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "coins",
+    "retina",
+    "immunohistochemistry",
+    "brick",
+    "grass",
+    "page",
+    "clock",
+)
+# Skies and gradients (camera, colorwheel), a repetitive texture (gravel), text, dark and
+# night photos (moon, hubble_deep_field), fur (chelsea), microscopy (cell).
+HELD_OUT: Final = (
+    "camera",
+    "chelsea",
+    "hubble_deep_field",
+    "moon",
+    "text",
+    "gravel",
+    "cell",
+    "colorwheel",
+)
+MIN_COVER: Final = 0.5
+MAX_EXTRA: Final = 1.5
+MAX_FALSE_SHARE: Final = 0.02
+
+
+def skimage_photo(name: str) -> Image.Image:
+    """One of scikit-image's bundled photos, as RGB."""
+    import skimage.data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def boxed(changes: Changes | None, truth: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    """Whether the boxes cover half the true box and add at most 1.5x its area elsewhere."""
+    if changes is None:
+        return False
+    union = np.zeros((size[1], size[0]), bool)
+    for region in changes.regions:
+        x0, y0, x1, y1 = region.box
+        union[y0:y1, x0:x1] = True
+    x0, y0, x1, y1 = truth
+    area = max(1, (x1 - x0) * (y1 - y0))
+    inside = int(union[y0:y1, x0:x1].sum())
+    extra = int(union.sum()) - inside
+    return inside >= MIN_COVER * area and extra <= MAX_EXTRA * area
+
+
+def _decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def evaluate_changes(photos: tuple[str, ...], seeds: int) -> dict[str, Any]:
+    """The two rates on these photos: local manipulations boxed, whole-picture edits boxing >2%."""
+    images = {name: skimage_photo(name) for name in photos}
+    local: dict[str, dict[str, int]] = {name: {"found": 0, "of": 0} for name in MANIPULATIONS}
+    missed: list[str] = []
+    started = time.perf_counter()
+    calls = 0
+    for index, name in enumerate(photos):
+        original = images[name]
+        donor = images[photos[(index + 1) % len(photos)]]
+        for manipulation in MANIPULATIONS:
+            for seed in range(seeds):
+                copy = manipulate(manipulation, original, donor, seed)
+                query = _decode(copy.data)
+                changes = what_changed(query, original, against=name)
+                calls += 1
+                hit = boxed(changes, copy.box, query.size)
+                local[manipulation]["of"] += 1
+                local[manipulation]["found"] += int(hit)
+                if not hit:
+                    missed.append(f"{name}/{manipulation}/{seed}")
+    whole: dict[str, dict[str, int]] = {name: {"false": 0, "of": 0} for name in EDITS}
+    false: list[str] = []
+    highest = 0.0
+    for name in photos:
+        original = images[name]
+        for edit, apply in EDITS.items():
+            for seed in range(seeds):
+                query = _decode(apply(original, seed))
+                changes = what_changed(query, original, against=name)
+                calls += 1
+                share = changes.changed_share if changes is not None else 0.0
+                highest = max(highest, share)
+                whole[edit]["of"] += 1
+                if share > MAX_FALSE_SHARE:
+                    whole[edit]["false"] += 1
+                    false.append(f"{name}/{edit}/{seed}: {share:.3f}")
+    elapsed = time.perf_counter() - started
+    found = sum(r["found"] for r in local.values())
+    of = sum(r["of"] for r in local.values())
+    wrong = sum(r["false"] for r in whole.values())
+    total = sum(r["of"] for r in whole.values())
+    return {
+        "photos": list(photos),
+        "seeds": seeds,
+        "local": local,
+        "local_boxed": round(found / of, 4) if of else 0.0,
+        "local_missed": missed,
+        "whole": whole,
+        "whole_false": round(wrong / total, 4) if total else 0.0,
+        "whole_false_cases": false,
+        "highest_whole_share": round(highest, 4),
+        "ms_per_call": round(1000 * elapsed / max(1, calls), 1),
+    }
+
+
+def print_changes(figures: dict[str, Any], title: str) -> None:
+    """The figures of one photo set as a table."""
+    print(f"{title}: {', '.join(figures['photos'])} ({figures['seeds']} seeds)")
+    for name, r in figures["local"].items():
+        print(f"  {name:<28}{r['found']:>4} of {r['of']} boxed")
+    print(f"  local manipulations boxed: {figures['local_boxed']:.3f}")
+    for name, r in figures["whole"].items():
+        print(f"  {name:<28}{r['false']:>4} of {r['of']} box more than 2%")
+    print(f"  whole-picture edits boxing more than 2%: {figures['whole_false']:.3f}")
+    print(f"  largest boxed share on a whole-picture edit: {figures['highest_whole_share']}")
+    print(f"  {figures['ms_per_call']} ms per comparison")
+
+
+def cmd_eval_changes(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the what-changed figures on the held-out photos (and the tuning ones with --tune)."""
+    sets: list[tuple[str, tuple[str, ...]]] = [("tune", TUNE)] if args.tune else []
+    sets.append(("held-out", HELD_OUT))
+    figures = {title: evaluate_changes(photos, args.seeds) for title, photos in sets}
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    for title, result in figures.items():
+        print_changes(result, title)
+    return 0
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    """Add `eval changes` to the eval command group."""
+    p = kinds.add_parser(
+        "changes", help="the what-changed map on scikit-image's photos (needs scikit-image)"
+    )
+    p.add_argument("--seeds", type=int, default=2, help="variants of each edit per photo")
+    p.add_argument(
+        "--tune", action="store_true", help="also the photos the thresholds were tuned on"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_eval_changes)
