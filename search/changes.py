@@ -49,7 +49,7 @@ WINDOW: Final = 7  # box window (compare pixels) the difference is averaged over
 EDGE_MARGIN: Final = 4  # compare pixels left out along the edge of the overlap
 # A pixel changed: difference (0..255 scale) above the floor and above NOISE_FACTOR times the
 # picture's NOISE_PERCENTILE difference.
-DIFF_FLOOR: Final = 10.0
+DIFF_FLOOR: Final = 8.0
 NOISE_PERCENTILE: Final = 90.0
 NOISE_FACTOR: Final = 3.0
 OPEN_PX: Final = 3
@@ -63,11 +63,13 @@ MIN_RESIZE: Final = 0.03
 GREY_SPREAD: Final = 3.0  # mean channel spread of a greyscale picture
 BRIGHTNESS_DELTA: Final = 10.0  # mean luminance difference (0..255) for "brightness changed"
 RECOLOUR_DELTA: Final = 12.0  # mean chroma difference for "recoloured"
-# Kinds.
-SMOOTHED_RATIO: Final = 0.5  # texture of the query's region under this share of the original's
-COLOUR_NCC: Final = 0.7  # luminance still correlates: only the colour changed
-INK_STD: Final = 28.0  # changed pixels of one colour ...
-INK_FILL: Final = 0.6  # ... covering under this share of their box: text
+# Kinds (see `_kind`).
+TEXT_TEXTURE: Final = 1.5  # text: the query's region has this many times the original's texture
+TEXT_STRONG: Final = 0.55  # ... and at most this share of it differs strongly (thin strokes)
+STRONG_DIFF: Final = 40.0  # a strong difference of one channel (0..255)
+COLOUR_NCC: Final = 0.7  # colour changed: the luminance still correlates ...
+COLOUR_TO_LUMA: Final = 0.35  # ... and the chroma moved at least this much against the luma
+SMOOTHED_RATIO: Final = 0.75  # removed: the query's texture under this share of the original's
 
 KINDS: Final = ("text added", "content replaced", "content removed or smoothed", "colour changed")
 
@@ -413,28 +415,30 @@ def _texture(gray: Floats) -> float:
 
 
 def _kind(query: Floats, original: Floats, raw: Mask) -> str:
-    """What a region looks like: text, smoothing, a colour change, or other content.
+    """What a region looks like, from its box in the query and in the normalised original.
 
-    Text: the changed pixels are of one colour and thin (they fill little of their box).
-    Removed or smoothed: the query's texture is a fraction of the original's. Colour changed:
-    luminance still correlates with the original's and the chroma moved more than the luma.
+    Text: the query has much more texture (letter edges) than the original there, and only a
+    part of the box differs strongly (thin strokes). Colour changed: the luminance of the
+    changed pixels still correlates with the original's and the chroma moved against the luma.
+    Removed or smoothed: the query's texture is a fraction of the original's. Otherwise the
+    content was replaced.
     """
     if raw.sum() < 4 or min(query.shape[:2]) < 3:
         return "content replaced"
     q_luma, o_luma = _luma(query), _luma(original)
-    ink = query[raw]
-    fill = float(raw.mean())
-    if float(ink.std(axis=0).max()) < INK_STD and fill < INK_FILL:
+    texture = _texture(q_luma) / max(_texture(o_luma), 1e-3)
+    strong = float((np.abs(query - original).max(axis=2) > STRONG_DIFF).mean())
+    if texture >= TEXT_TEXTURE and strong <= TEXT_STRONG:
         return "text added"
-    if _texture(q_luma) < SMOOTHED_RATIO * _texture(o_luma):
-        return "content removed or smoothed"
     a, b = q_luma[raw] - q_luma[raw].mean(), o_luma[raw] - o_luma[raw].mean()
     denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     ncc = float((a * b).sum()) / denominator if denominator > 1e-6 else 0.0
     luma_delta = float(np.abs(q_luma[raw] - o_luma[raw]).mean())
     colour_delta = float(np.abs((query - original)[raw] - (q_luma - o_luma)[raw][:, None]).mean())
-    if ncc > COLOUR_NCC and colour_delta > luma_delta:
+    if ncc > COLOUR_NCC and colour_delta >= COLOUR_TO_LUMA * luma_delta:
         return "colour changed"
+    if texture < SMOOTHED_RATIO:
+        return "content removed or smoothed"
     return "content replaced"
 
 
