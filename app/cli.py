@@ -85,7 +85,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([m.as_dict() for m in result.matches], indent=2))
         if result.has_verdict:
-            print(verdict_line(result.verdict), file=sys.stderr)
+            print(verdict_line(result.verdict, result.changes), file=sys.stderr)
         return 0
     if result.has_verdict:
         _print(verdict_text(" ".join([*args.images, *args.positive]), result))

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from PIL import Image, ImageDraw
+
+from search.changes import Changes
 from search.service import Match, SearchResult
 from search.verdict import Verdict
 
@@ -59,13 +62,20 @@ def first_publication(verdict: Verdict) -> str:
     return where + (f" <{first['source_uri']}>." if first.get("source_uri") else ".")
 
 
-def verdict_line(verdict: Verdict) -> str:
+def evidence_line(verdict: Verdict, changes: Changes | None = None) -> str:
+    """The evidence, and for an edited copy what changed ("edited copy: 14 of 256 hash bits
+    differ; a region of 6% changed, text added; cropped 10%")."""
+    evidence = evidence_of(verdict)
+    return f"{evidence}; {changes.summary()}" if changes else evidence
+
+
+def verdict_line(verdict: Verdict, changes: Changes | None = None) -> str:
     """One sentence: the verdict, its evidence and where the picture was first published."""
     if verdict.kind == "none":
         return NOT_IN_CATALOG
     what = "the same file" if verdict.kind == "exact" else "an edited copy"
     where = first_publication(verdict)
-    line = f"Published before: {what} is in the catalog ({evidence_of(verdict)})."
+    line = f"Published before: {what} is in the catalog ({evidence_line(verdict, changes)})."
     return f"{line} {where}" if where else line
 
 
@@ -82,7 +92,10 @@ def match_mark(match: Match) -> str:
 def verdict_text(name: str, result: SearchResult) -> list[str]:
     """The verdict as lines: the sentence, each member's evidence, the timeline, skipped layers."""
     verdict = result.verdict
-    lines = [f"{name}: {verdict_line(verdict)}"]
+    lines = [f"{name}: {verdict_line(verdict, result.changes)}"]
+    for region in result.changes.regions if result.changes else ():
+        x0, y0, x1, y1 = region.box
+        lines.append(f"    changed: {region.kind}, {region.share:.1%} at x {x0}-{x1}, y {y0}-{y1}")
     for member in verdict.members:
         shown = f"{title_of(member.payload)} ({member.sha256[:12]})"
         lines.append(f"    {member.evidence.text}: {shown}")
@@ -111,3 +124,16 @@ def matches_text(result: SearchResult, *, with_ids: bool) -> list[str]:
             f"{rank:>3}. {head}  {title_of(p)}  {when_of(p)}  {p.get('source_uri', '')}".rstrip()
         )
     return lines
+
+
+def outlined(picture: Image.Image, changes: Changes, upload_size: tuple[int, int]) -> Image.Image:
+    """A copy of the query's picture with each changed region outlined (boxes are in the
+    upload's pixels; the picture may be a smaller preview of it)."""
+    shown = picture.convert("RGB")
+    scale = shown.width / max(1, upload_size[0])
+    draw = ImageDraw.Draw(shown)
+    width = max(2, round(max(shown.size) / 200))
+    for region in changes.regions:
+        box = tuple(round(v * scale) for v in region.box)
+        draw.rectangle(box, outline=(255, 0, 64), width=width)
+    return shown

@@ -16,9 +16,10 @@ from app.errors import KNOWN, sentence
 from app.present import (
     NO_MATCHES,
     NOT_IN_CATALOG,
-    evidence_of,
+    evidence_line,
     kind_of,
     match_mark,
+    outlined,
     score_name,
     skipped_layers,
     title_of,
@@ -279,19 +280,36 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
                 st.markdown(f"First publication: [{md(title_of(first))}]({url(link)})")
             elif link:
                 st.markdown(f"First publication: {md(link)}")
-        st.markdown(f"**{kind_of(found)}** · evidence: {md(evidence_of(found))}")
+        changes = result.changes
+        st.markdown(f"**{kind_of(found)}** · evidence: {md(evidence_line(found, changes))}")
+        shown = preview
+        if changes is not None and changes.regions:
+            shown = outlined(preview, changes, (result.query_width, result.query_height))
+            caption += " · changed regions outlined"
+        try:
+            stored = runtime.catalog.preview(original.payload)
+        except (StoreError, DecodeError):
+            log.warning("original of %s unavailable", original.id, exc_info=True)
+            stored = None
+        in_catalog = f"In the catalog: {title_of(original.payload)}"
+        flicker = stored is not None and st.toggle(
+            "Compare in place: show the catalog's original where your image is",
+            key="flicker",
+            help="Switch back and forth to see what differs.",
+        )
         left, right = st.columns(2)
         with left:
-            st.image(preview, caption=caption)
+            if flicker and stored is not None:
+                st.image(stored, caption=in_catalog)
+            else:
+                st.image(shown, caption=caption)
         with right:
-            try:
-                st.image(
-                    runtime.catalog.preview(original.payload),
-                    caption=f"In the catalog: {title_of(original.payload)}",
-                )
-            except (StoreError, DecodeError):
-                log.warning("original of %s unavailable", original.id, exc_info=True)
+            if stored is None:
                 st.caption("(the catalog's copy is unavailable)")
+            elif flicker:
+                st.image(shown, caption=caption)
+            else:
+                st.image(stored, caption=in_catalog)
         if len(found.members) > 1:
             st.caption(f"{len(found.members)} images in the catalog are this picture.")
         st.markdown("**Timeline** (every place it was published, earliest first)")

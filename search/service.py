@@ -10,25 +10,30 @@ and deletion are search/catalog.py's.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from config import DecodeSettings, FetchSettings, VerdictSettings
-from embed.decode import DecodedImage, Fit, decode_image
+from embed.decode import DecodedImage, DecodeError, Fit, decode_image
 from embed.descriptors import CLIP, IMAGE, PDQ, Descriptors, hamming_of, needed_fit
 from ingest.http import Downloader
 from ingest.items import FetchError
+from search.changes import FIT_SIDE, Changes, what_changed
 from search.query import Examples, FetchFailed, Query, QueryError, UnknownImage, build_query
 from search.verdict import CopyDetector, Verdict
-from store.images import ImageStore
+from store.images import ImageStore, StoreError
 from store.index import BadFilter, Hit, VectorIndex
 from store.keys import point_id
 
+log = logging.getLogger(__name__)
+# What changed is measured on both pictures decoded this large (the transform's fitting side).
+CHANGES_FIT = Fit(short=1, long=FIT_SIDE)
 NO_VERDICT = Verdict("none", [], [], {"verdict": "not run: it needs exactly one query image"})
 
 
@@ -79,6 +84,7 @@ class SearchResult:
     higher_is_better: bool = True
     has_verdict: bool = True
     offset: int = 0
+    changes: Changes | None = None  # an edited copy: what differs from its original
 
     @property
     def in_catalog(self) -> bool:
@@ -96,6 +102,7 @@ class SearchResult:
         if self.has_verdict:
             out["verdict"] = self.verdict.kind
             out["sha256"] = self.query_sha256
+            out["changes"] = self.changes.as_dict() if self.changes else None
         return out
 
     def as_check(self, file: str) -> dict[str, Any]:
@@ -111,6 +118,7 @@ class SearchResult:
                 else None
             ),
             "evidence": self.verdict.evidence_dict(),
+            "changes": self.changes.as_dict() if self.changes else None,
             "copies": [m.as_dict() for m in self.verdict.members],
             "timeline": [
                 {
@@ -166,13 +174,14 @@ class SearchService:
         where = query.filters.where()
         if query.single_image:
             data = query.images[0] if query.images else self.fetch_image(query.urls[0])
-            return self.search_image(
+            result = self.search_image(
                 self.decode(data),
                 top_k=query.top_k,
                 threshold=query.threshold,
                 where=where,
                 offset=query.offset,
             )
+            return self.with_changes(result, data)
         self._check_ids_exist((*query.ids, *query.negative_ids))
         if (query.text or "").strip():
             hits = self._text_hits(query, where)
@@ -258,6 +267,27 @@ class SearchService:
     def search_bytes(self, data: bytes, *, top_k: int = 12) -> SearchResult:
         """The verdict and the similar images for one image file (`imgsearch check`, /check)."""
         return self.search(build_query(positive=Examples(images=(data,)), top_k=top_k))
+
+    def with_changes(self, result: SearchResult, data: bytes) -> SearchResult:
+        """An edited copy's result with what changed against its original (search/changes.py).
+
+        Both pictures are decoded again at the side the changes are measured on; an original
+        that cannot be read leaves the verdict as it is, with a line in the log.
+        """
+        original = result.verdict.original
+        if result.verdict.kind != "copy" or original is None:
+            return result
+        try:
+            query = decode_image(data, max_pixels=self.max_pixels, fit=CHANGES_FIT)
+            stored = self.images.get(str(original.payload["image_key"]))
+            before = decode_image(stored, max_pixels=self.max_pixels, fit=CHANGES_FIT)
+        except (KeyError, StoreError, DecodeError) as exc:
+            log.warning("what changed against %s is unknown: %s", original.id, exc)
+            return result
+        changes = what_changed(
+            query.image, before.image, against=original.id, query_size=(query.width, query.height)
+        )
+        return replace(result, changes=changes)
 
     def decode(self, data: bytes) -> DecodedImage:
         """A query image decoded no larger than its consumers need (DecodeError if it is not one).

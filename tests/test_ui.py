@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -94,6 +95,24 @@ def test_an_edited_copy_shows_the_first_publication_and_the_evidence(
     assert any("(https://news.example/coffee)" in m.value for m in at.markdown)
     cards = [m.value for m in at.markdown if CARD.match(m.value)]
     assert any("edited copy" in card for card in cards)
+
+
+def test_a_doctored_copy_outlines_what_changed_and_compares_in_place(
+    catalog: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(catalog, monkeypatch).run()
+    doctored = photo("coffee")
+    doctored.paste(photo("chelsea").resize((110, 90)), (60, 40))
+    upload = io.BytesIO()
+    doctored.save(upload, "JPEG", quality=88)
+    at.file_uploader[0].set_value(("doctored.jpg", upload.getvalue(), "image/jpeg")).run()
+    assert not at.exception
+    evidence = [m.value for m in at.markdown if m.value.startswith("**Edited copy**")]
+    assert evidence and "a region of" in evidence[0] and "changed" in evidence[0]
+    (flicker,) = [t for t in at.toggle if t.key == "flicker"]
+    assert not flicker.value
+    flicker.set_value(True).run()
+    assert not at.exception and at.toggle(key="flicker").value
 
 
 def test_an_image_not_in_the_catalog_says_so(

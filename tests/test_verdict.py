@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.present import verdict_line
 from app.runtime import Runtime
 from config import Settings
 from embed.decode import decode_image
@@ -296,3 +297,41 @@ def test_a_previous_version_catalog_is_migrated_and_reindexed_from_its_originals
     assert before["matches"]  # the migrated catalog answers at once (similar images)
     assert after["verdict"] == "copy"
     assert after["evidence"]["layer"] == "pdq"  # type: ignore[index]
+
+
+def test_a_doctored_copy_says_what_changed_and_where_in_the_upload(
+    catalog: tuple[Runtime, Path],
+) -> None:
+    runtime, folder = catalog
+    image = Image.open(folder / "astronaut.jpg").convert("RGB")
+    doctored = image.copy()
+    doctored.paste(photo("chelsea").resize((120, 100)), (300, 60))  # a face-sized patch
+    upload = doctored.resize((410, 410), Image.Resampling.LANCZOS)  # the upload's pixels
+    answer = check(runtime, jpeg(upload, 85))
+    assert answer["verdict"] == "copy"
+    changes = answer["changes"]
+    assert isinstance(changes, dict)
+    assert changes["against"] == answer["original"]["id"]  # type: ignore[index]
+    [region] = changes["regions"]
+    x0, y0, x1, y1 = region["box"]
+    true = (240, 48, 336, 128)  # the patch, scaled from 512 to 410 pixels
+    inter = max(0, min(x1, true[2]) - max(x0, true[0])) * max(
+        0, min(y1, true[3]) - max(y0, true[1])
+    )
+    area = (true[2] - true[0]) * (true[3] - true[1])
+    assert inter >= 0.5 * area and (x1 - x0) * (y1 - y0) - inter <= 1.5 * area
+    assert "resized" in changes["global"]
+    result = runtime.search.search_bytes(jpeg(upload, 85), top_k=4)
+    line = verdict_line(result.verdict, result.changes)
+    assert "a region of" in line and "changed" in line
+
+
+def test_a_resaved_copy_reports_no_changed_region(catalog: tuple[Runtime, Path]) -> None:
+    runtime, folder = catalog
+    image = Image.open(folder / "rocket.jpg").convert("RGB")
+    answer = check(runtime, jpeg(image.resize((image.width * 4 // 5, image.height * 4 // 5)), 75))
+    assert answer["verdict"] == "copy"
+    changes = answer["changes"]
+    assert isinstance(changes, dict) and changes["regions"] == []
+    same = check(runtime, (folder / "rocket.jpg").read_bytes())
+    assert same["verdict"] == "exact" and same["changes"] is None
