@@ -1,0 +1,215 @@
+"""The "what changed" map on real photos: local edits are boxed, whole-picture edits are not.
+
+The photos are scikit-image's astronaut and coffee, of the tuning set; the held-out photos that
+the README reports on are never used here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.eval_changes import HELD_OUT, boxed
+from search import verify
+from search.changes import KINDS, Changes, Region, what_changed
+from search.edits import apply
+from search.local_edits import manipulate
+from tests.conftest import photo
+
+Box = tuple[int, int, int, int]
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return photo("astronaut")
+
+
+@pytest.fixture(scope="module")
+def coffee() -> Image.Image:
+    return photo("coffee")
+
+
+def decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def shared(image: Image.Image) -> Image.Image:
+    """Resized to 80% and recompressed, as a shared copy is."""
+    size = (round(image.width * 0.8), round(image.height * 0.8))
+    buffer = io.BytesIO()
+    image.resize(size, Image.Resampling.LANCZOS).save(buffer, format="JPEG", quality=75)
+    return decode(buffer.getvalue())
+
+
+def union_share(changes: Changes, size: tuple[int, int]) -> float:
+    mask = np.zeros((size[1], size[0]), bool)
+    for region in changes.regions:
+        x0, y0, x1, y1 = region.box
+        mask[y0:y1, x0:x1] = True
+    return float(mask.mean())
+
+
+def test_the_tests_use_no_held_out_photo() -> None:
+    assert not {"astronaut", "coffee"} & set(HELD_OUT)
+
+
+def test_a_pasted_patch_is_boxed(astronaut: Image.Image, coffee: Image.Image) -> None:
+    pixels = np.asarray(astronaut).copy()
+    pixels[300:400, 320:430] = np.asarray(coffee)[150:250, 250:360]  # a cup over the suit
+    query = shared(Image.fromarray(pixels))
+    truth: Box = (256, 240, 344, 320)  # the patch at 80%
+    changes = what_changed(query, astronaut, against="astronaut")
+    assert changes is not None
+    assert boxed(changes, truth, query.size), changes.regions
+    assert len(changes.regions) == 1
+    region = changes.regions[0]
+    assert region.kind == "content replaced"
+    assert region.share == pytest.approx(
+        (region.box[2] - region.box[0]) * (region.box[3] - region.box[1]) / (410 * 410)
+    )
+    assert 0.02 < changes.changed_share < 0.08
+    assert "resized" in changes.global_edits
+    assert changes.scale == pytest.approx(0.8, abs=0.01)
+    assert changes.summary().startswith("a region of ")
+
+
+def test_boxed_needs_the_region_and_no_more() -> None:
+    """The scoring itself can fail: a box off the region, or one far too large."""
+    truth: Box = (100, 100, 200, 200)
+
+    def changes(*boxes: Box) -> Changes:
+        regions = tuple(Region(box=box, share=0.0, kind="content replaced") for box in boxes)
+        return Changes("x", 1.0, 0.0, False, 1.0, 1.0, 0.0, regions, ())
+
+    assert boxed(changes((110, 110, 210, 190)), truth, (400, 400))
+    assert not boxed(changes((150, 150, 300, 300)), truth, (400, 400))  # covers a quarter
+    assert not boxed(changes((0, 0, 300, 300)), truth, (400, 400))  # 8x the area elsewhere
+    assert not boxed(changes(), truth, (400, 400))
+    assert not boxed(None, truth, (400, 400))
+
+
+@pytest.mark.parametrize(
+    ("manipulation", "kind"),
+    [("text", "text added"), ("inpaint", "content removed or smoothed")],
+)
+def test_painted_text_and_an_inpainted_removal_are_boxed_and_told(
+    astronaut: Image.Image, coffee: Image.Image, manipulation: str, kind: str
+) -> None:
+    copy = manipulate(manipulation, astronaut, coffee, 0)
+    query = decode(copy.data)
+    changes = what_changed(query, astronaut, against="astronaut")
+    assert changes is not None
+    assert boxed(changes, copy.box, query.size), (copy.box, changes.regions)
+    assert changes.regions[0].kind == kind
+
+
+def test_a_low_texture_change_that_keypoints_miss_is_found(astronaut: Image.Image) -> None:
+    """A soft brightening of the flat dark background: no keypoint in it, the dense map sees it."""
+    pixels = np.asarray(astronaut).astype(np.float32)
+    yy, xx = np.mgrid[0:512, 0:512]
+    blob = np.exp(-(((xx - 104) / 28.0) ** 2 + ((yy - 88) / 28.0) ** 2))
+    pixels += 45.0 * blob[..., None]
+    edited = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    points = verify.extract(edited, side=1024, n_features=3000).points
+    inside = (np.abs(points[:, 0] - 104) < 40) & (np.abs(points[:, 1] - 88) < 40)
+    assert int(inside.sum()) <= 2  # the keypoints do not see it
+    query = shared(edited)
+    changes = what_changed(query, astronaut, against="astronaut")
+    assert changes is not None
+    truth: Box = (round(66 * 0.8), round(50 * 0.8), round(142 * 0.8), round(126 * 0.8))
+    assert boxed(changes, truth, query.size), changes.regions
+
+
+WHOLE = {
+    "resize": "resized",
+    "recompress": "",
+    "resize+recompress": "resized",
+    "mirror": "mirrored",
+    "crop": "cropped 19%",
+    "brightness": "brightness changed",
+    "grayscale": "greyscale",
+    "rotate": "rotated 4°",
+    "caption": "caption bar added",
+    "border": "border added",
+}
+
+
+@pytest.mark.parametrize("edit", list(WHOLE))
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_whole_picture_edits_report_no_region(edit: str, name: str) -> None:
+    original = photo(name)
+    query = decode(apply(edit, original, 0))
+    changes = what_changed(query, original, against=name)
+    assert changes is not None
+    assert changes.regions == ()
+    assert changes.changed_share == 0.0
+    if WHOLE[edit]:
+        assert WHOLE[edit] in changes.global_edits
+    assert changes.mirrored == (edit == "mirror")
+    assert changes.summary().startswith("no local change")
+    if edit in ("resize", "recompress", "mirror"):
+        assert changes.overlap_query > 0.97 and changes.overlap_original > 0.97
+    if edit == "recompress":
+        assert changes.global_edits == ()
+
+
+def test_a_mirrored_copy_is_boxed_where_the_upload_has_the_change(
+    astronaut: Image.Image, coffee: Image.Image
+) -> None:
+    pixels = np.asarray(astronaut).copy()
+    pixels[40:140, 30:130] = np.asarray(coffee)[150:250, 250:350]
+    query = shared(Image.fromarray(pixels[:, ::-1]))  # the patch lands on the right
+    truth: Box = (round((512 - 130) * 0.8), 32, round((512 - 30) * 0.8), 112)
+    changes = what_changed(query, astronaut, against="astronaut")
+    assert changes is not None
+    assert changes.mirrored
+    assert boxed(changes, truth, query.size), changes.regions
+
+
+def test_boxes_are_in_the_upload_pixels_when_the_query_was_decoded_smaller(
+    astronaut: Image.Image, coffee: Image.Image
+) -> None:
+    copy = manipulate("paste", astronaut, coffee, 1)
+    upload = decode(copy.data)
+    small = upload.resize((upload.width // 2, upload.height // 2), Image.Resampling.BOX)
+    full = what_changed(upload, astronaut, against="astronaut")
+    halved = what_changed(small, astronaut, against="astronaut", query_size=upload.size)
+    assert full is not None and halved is not None
+    assert boxed(halved, copy.box, upload.size), (copy.box, halved.regions)
+    assert halved.scale == pytest.approx(full.scale, rel=0.02)
+    for a, b in zip(full.regions[0].box, halved.regions[0].box, strict=True):
+        assert abs(a - b) <= 8
+    assert halved.changed_share == pytest.approx(full.changed_share, abs=0.01)
+
+
+def test_the_json_shape(astronaut: Image.Image, coffee: Image.Image) -> None:
+    copy = manipulate("recolour", astronaut, coffee, 0)
+    changes = what_changed(decode(copy.data), astronaut, against="abc123")
+    assert changes is not None
+    shape = json.loads(json.dumps(changes.as_dict()))
+    assert set(shape) == {"against", "transform", "overlap", "changed_share", "regions", "global"}
+    assert shape["against"] == "abc123"
+    assert set(shape["transform"]) == {"scale", "rotation_deg", "mirrored"}
+    assert set(shape["overlap"]) == {"query", "original"}
+    assert shape["global"] == list(changes.global_edits)
+    assert shape["regions"]
+    for region in shape["regions"]:
+        assert set(region) == {"box", "share", "kind"}
+        assert len(region["box"]) == 4 and all(isinstance(v, int) for v in region["box"])
+        assert region["kind"] in KINDS
+        assert 0 < region["share"] <= 1
+
+
+def test_unrelated_photos_give_none_and_say_why(
+    astronaut: Image.Image, coffee: Image.Image, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="search.changes"):
+        assert what_changed(coffee, astronaut, against="astronaut") is None
+    assert "no transform fitted" in caplog.text
+    assert what_changed(photo("text"), coffee, against="coffee") is None
