@@ -42,6 +42,12 @@ FIT_FEATURES: Final = 3000
 FIT_RANSAC_PX: Final = 4.0  # reprojection error at FIT_SIDE
 MIN_INLIERS: Final = 12
 MIN_INLIER_SHARE: Final = 0.2
+# Where keypoints fail (low texture), a dense fit: ECC (an affine warp that maximises the
+# correlation of blurred grayscales, long side DENSE_SIDE) from the whole picture resized.
+DENSE_SIDE: Final = 256
+DENSE_MIN_CORRELATION: Final = 0.9
+DENSE_MAX_ANISOTROPY: Final = 1.1  # the affine fit must stay close to a similarity
+DENSE_MIN_GAIN: Final = 0.01  # correlation the warp must add to the plain resize's
 COMPARE_SIDE: Final = 640  # long side of the query's grid the pixels are compared on
 BLUR_SIGMA: Final = 1.0  # against JPEG noise, on the compare grid
 SHIFT: Final = 1  # the difference is the smallest over shifts of up to this many pixels
@@ -151,8 +157,11 @@ def what_changed(
         return None
     fitted = _fit(query, original)
     if isinstance(fitted, str):
-        logger.info("what changed against %s: no transform fitted (%s)", against, fitted)
-        return None
+        dense = _fit_dense(query, original)
+        if dense is None:
+            logger.info("what changed against %s: no transform fitted (%s)", against, fitted)
+            return None
+        fitted = dense
     transform, mirrored = fitted  # query pixels (mirrored if so) -> original pixels
     seen = ImageOps.mirror(query) if mirrored else query
     factor = min(1.0, COMPARE_SIDE / max(seen.size))
@@ -256,6 +265,62 @@ def _fit(query: Image.Image, original: Image.Image) -> tuple[npt.NDArray[Any], b
     # Fitted on the reduced grayscales: from full query pixels to full original pixels.
     full = np.diag([1 / o_factor, 1 / o_factor, 1.0]) @ np.vstack([transform, [0.0, 0.0, 1.0]])
     return full @ np.diag([q_factor, q_factor, 1.0]), mirrored
+
+
+def _fit_dense(query: Image.Image, original: Image.Image) -> tuple[npt.NDArray[Any], bool] | None:
+    """An affine transform from query pixels to original pixels by ECC, or None.
+
+    Starts from the original resized to the query's frame (no crop), tries the mirror image
+    too, and keeps a fit whose correlation reaches DENSE_MIN_CORRELATION.
+    """
+    factor = DENSE_SIDE / max(query.size)
+    size = (max(8, round(query.width * factor)), max(8, round(query.height * factor)))
+
+    def gray(image: Image.Image) -> Floats:
+        small = np.asarray(image.convert("L").resize(size, Image.Resampling.BOX), np.float32)
+        return np.asarray(cv2.GaussianBlur(small, (0, 0), 1.5), dtype=np.float32)
+
+    target = gray(original)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    best: tuple[float, npt.NDArray[Any], bool] | None = None
+    for mirrored in (False, True):
+        template = gray(ImageOps.mirror(query) if mirrored else query)
+        identity = np.eye(2, 3, dtype=np.float32)
+        try:
+            correlation, warp = cv2.findTransformECC(
+                template, target, identity.copy(), cv2.MOTION_AFFINE, criteria
+            )
+        except cv2.error:
+            correlation, warp = -1.0, identity
+        # On a smooth picture the optimum is shallow and ECC drifts: the plain resize stands
+        # unless the warp explains clearly more.
+        unmoved = _correlation(template, target)
+        if correlation < unmoved + DENSE_MIN_GAIN:
+            correlation, warp = unmoved, identity
+        singular = np.linalg.svd(warp[:, :2].astype(np.float64), compute_uv=False)
+        rotation = math.degrees(math.atan2(warp[1, 0], warp[0, 0]))
+        if (
+            correlation < DENSE_MIN_CORRELATION
+            or singular[0] > DENSE_MAX_ANISOTROPY * singular[1]
+            or abs(rotation) > verify.MAX_ROTATION_DEG
+        ):
+            continue
+        if best is None or correlation > best[0]:
+            best = (float(correlation), warp, mirrored)
+    if best is None:
+        return None
+    _, warp, mirrored = best
+    to_small = np.diag([size[0] / query.width, size[1] / query.height, 1.0])
+    to_original = np.diag([original.width / size[0], original.height / size[1], 1.0])
+    full = to_original @ np.vstack([warp.astype(np.float64), [0.0, 0.0, 1.0]]) @ to_small
+    return full, mirrored
+
+
+def _correlation(a: Floats, b: Floats) -> float:
+    """Zero-mean normalised cross-correlation of two equally shaped images."""
+    x, y = a - a.mean(), b - b.mean()
+    denominator = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    return float((x * y).sum()) / denominator if denominator > 1e-6 else 0.0
 
 
 def _rgb(image: Image.Image, size: tuple[int, int]) -> Floats:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from app.eval_changes import HELD_OUT, boxed
 from search import verify
-from search.changes import KINDS, Changes, Region, what_changed
+from search.changes import KINDS, Changes, Region, _fit, what_changed
 from search.edits import apply
 from search.local_edits import manipulate
 from tests.conftest import photo
@@ -124,6 +124,38 @@ def test_a_low_texture_change_that_keypoints_miss_is_found(astronaut: Image.Imag
     assert changes is not None
     truth: Box = (round(66 * 0.8), round(50 * 0.8), round(142 * 0.8), round(126 * 0.8))
     assert boxed(changes, truth, query.size), changes.regions
+
+
+def soft_picture(change: bool) -> Image.Image:
+    """Colour washes with no corner or edge in them: nothing for keypoints to hold on to."""
+    yy, xx = np.mgrid[0:300, 0:400].astype(np.float32)
+    rng = np.random.default_rng(3)
+    pixels = np.full((300, 400, 3), 60.0, np.float32)
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, 400), rng.uniform(0, 300), rng.uniform(40, 110)
+        wash = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+        pixels += rng.uniform(0, 150, 3) * wash[..., None]
+    if change:  # a reddening, soft-edged (sigma 22 px) around (250, 120)
+        blob = np.exp(-((xx - 250) ** 2 + (yy - 120) ** 2) / (2 * 22.0**2))
+        pixels += np.array([70.0, -40.0, -40.0]) * blob[..., None]
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_a_picture_without_keypoints_is_aligned_densely() -> None:
+    original = soft_picture(change=False)
+    untouched = shared(original)
+    assert isinstance(_fit(untouched, original), str)  # the keypoints find no transform
+    found = what_changed(untouched, original, against="soft")
+    assert found is not None  # the dense fit does
+    assert found.regions == ()
+    assert found.scale == pytest.approx(0.8, abs=0.01)
+    assert found.global_edits == ("resized",)
+    query = shared(soft_picture(change=True))
+    changes = what_changed(query, original, against="soft")
+    assert changes is not None
+    truth: Box = (165, 61, 235, 131)  # two sigmas around the centre, at 80%
+    assert boxed(changes, truth, query.size), changes.regions
+    assert changes.regions[0].kind == "colour changed"
 
 
 WHOLE = {
