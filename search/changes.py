@@ -7,13 +7,15 @@ colour fit, then a monotone curve per channel, so brightening that clips, greysc
 of the whole picture is matched, not reported), and the two are compared densely, pixel by
 pixel, not only where there are keypoints: the colour difference of lightly blurred pixels,
 the smallest over one-pixel shifts (so that resampling and a slightly imperfect fit cost
-nothing), averaged over a small window. A pixel changed where that difference is above both
-an absolute floor and a multiple of the picture's own typical difference (the noise of a
-recompression). Changed pixels are cleaned up (opening, closing), grouped into connected
-components, and each large enough one is a region, boxed in the upload's pixels, its kind told
-from simple cues (see `_kind`). Whole-picture edits (crop, mirror, borders, caption bars,
-rotation, scale, greyscale, brightness, a recolouring) are read from the transform, the
-uncovered part of the query and the colour fit, and are never regions.
+nothing), averaged over a small window, and discounted where both pictures have edges. A
+pixel changed where that difference is above both an absolute floor and a multiple of the
+picture's own typical difference (the noise of a recompression). Changed pixels are cleaned
+up (opening, closing), grouped into connected components, and each large enough one is a
+region, boxed in the upload's pixels, its kind told from simple cues (see `_kind`). Where
+keypoints find no transform (smooth pictures), a dense fit (ECC) aligns them. Whole-picture
+edits (crop, mirror, borders, caption bars, rotation, scale, greyscale, brightness, a
+recolouring) are read from the transform, the uncovered part of the query and the colour fit,
+and are never regions.
 
 Where the thresholds come from: README, "What changed" (`imgsearch eval changes`).
 """
@@ -55,9 +57,12 @@ WINDOW: Final = 7  # box window (compare pixels) the difference is averaged over
 EDGE_MARGIN: Final = 4  # compare pixels left out along the edge of the overlap
 # A pixel changed: difference (0..255 scale) above the floor and above NOISE_FACTOR times the
 # picture's NOISE_PERCENTILE difference.
-DIFF_FLOOR: Final = 8.0
+DIFF_FLOOR: Final = 6.0
 NOISE_PERCENTILE: Final = 90.0
-NOISE_FACTOR: Final = 3.0
+NOISE_FACTOR: Final = 4.0
+# The difference is discounted where both pictures have edges (what resampling and JPEG move
+# most): divided by 1 + (the smaller of their local gradient magnitudes) / STRUCTURE_SCALE.
+STRUCTURE_SCALE: Final = 200.0
 OPEN_PX: Final = 3
 CLOSE_PX: Final = 9
 MIN_REGION_SHARE: Final = 0.002  # of the overlap: smaller components are noise
@@ -177,7 +182,7 @@ def what_changed(
         logger.info("what changed against %s: overlap too small to compare", against)
         return None
     normalised = _normalise(warped, q, valid)
-    score = _difference(q, normalised)
+    score = _difference(q, normalised) / (1.0 + _structure(q, normalised) / STRUCTURE_SCALE)
     changed = changed_pixels(score, valid, DIFF_FLOOR, NOISE_FACTOR)
     regions = _regions(changed, valid, q, normalised, grid, mirrored, (upload_w, upload_h))
     scale = 1.0 / math.hypot(transform[0, 0], transform[1, 0]) * (upload_w / query.width)
@@ -394,22 +399,42 @@ def _normalise(warped: Floats, query: Floats, valid: Mask) -> Floats:
     sample = design[keep] @ weights
     out = np.empty_like(predicted)
     edges = np.linspace(-64.0, 320.0, 97)
-    centres = (edges[:-1] + edges[1:]) / 2
+    centres = edges[:-1]
     for channel in range(3):
         values, wanted = sample[:, channel], target[keep, channel]
         which = np.digitize(values, edges) - 1
-        xs, ys = [], []
+        xs, ys, counts = [], [], []
         for index in np.unique(which):
-            members = wanted[which == index]
-            if 0 <= index < len(centres) and len(members) >= 20:
-                xs.append(centres[index])
-                ys.append(float(np.median(members)))
+            inside = which == index
+            if 0 <= index < len(centres) and int(inside.sum()) >= 20:
+                xs.append(float(np.median(values[inside])))
+                ys.append(float(np.median(wanted[inside])))
+                counts.append(float(inside.sum()))
         if len(xs) < 2:
             out[:, channel] = predicted[:, channel]
             continue
-        curve = np.maximum.accumulate(np.array(ys))
+        curve = _monotone(np.array(ys), np.array(counts))
         out[:, channel] = np.interp(predicted[:, channel], np.array(xs), curve)
     return np.clip(out, 0, 255).reshape(warped.shape).astype(np.float32)
+
+
+def _monotone(values: npt.NDArray[Any], weights: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The closest non-decreasing sequence in weighted least squares (pool adjacent violators).
+
+    A running maximum would let one sparse bin (a few stars in a dark picture) lift every
+    brighter level after it.
+    """
+    blocks: list[list[float]] = []  # [mean, weight, length]
+    for value, weight in zip(values.tolist(), weights.tolist(), strict=True):
+        blocks.append([value, weight, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            mean, total, length = blocks.pop()
+            previous = blocks[-1]
+            merged = previous[1] + total
+            previous[0] = (previous[0] * previous[1] + mean * total) / merged
+            previous[1] = merged
+            previous[2] += length
+    return np.concatenate([np.full(int(length), mean) for mean, _, length in blocks])
 
 
 def _difference(query: Floats, normalised: Floats) -> Floats:
@@ -426,6 +451,19 @@ def _difference(query: Floats, normalised: Floats) -> Floats:
             distance = np.sqrt(((a - moved) ** 2).sum(axis=2) / 3.0)
             np.minimum(best, distance, out=best)
     return np.asarray(cv2.blur(best, (WINDOW, WINDOW)), dtype=np.float32)
+
+
+def _structure(query: Floats, normalised: Floats) -> Floats:
+    """Per pixel: the smaller of the two pictures' local gradient magnitudes (window mean)."""
+    out: list[Floats] = []
+    for picture in (query, normalised):
+        luma = cv2.GaussianBlur(_luma(picture), (0, 0), BLUR_SIGMA)
+        gx = cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3)
+        size = 2 * SHIFT + 1
+        peak = cv2.dilate(np.sqrt(gx * gx + gy * gy), np.ones((size, size), np.uint8))
+        out.append(np.asarray(cv2.blur(peak, (WINDOW, WINDOW)), dtype=np.float32))
+    return np.minimum(out[0], out[1])
 
 
 def _regions(
