@@ -245,3 +245,35 @@ def test_unrelated_photos_give_none_and_say_why(
         assert what_changed(coffee, astronaut, against="astronaut") is None
     assert "no transform fitted" in caplog.text
     assert what_changed(photo("text"), coffee, against="coffee") is None
+
+
+def test_local_edits_are_seeded_and_boxed_inside_the_copy(
+    astronaut: Image.Image, coffee: Image.Image
+) -> None:
+    for name in ("paste", "inpaint", "text", "clone", "recolour"):
+        first = manipulate(name, astronaut, coffee, 3)
+        assert manipulate(name, astronaut, coffee, 3) == first
+        assert manipulate(name, astronaut, coffee, 4).data != first.data
+        x0, y0, x1, y1 = first.box
+        copy = decode(first.data)
+        assert copy.size == (410, 410)
+        assert 0 <= x0 < x1 <= copy.width and 0 <= y0 < y1 <= copy.height
+        area = (x1 - x0) * (y1 - y0) / (copy.width * copy.height)
+        assert 0.003 < area < 0.12, name
+
+
+def test_eval_changes_prints_both_rates(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app import eval_changes
+    from app.cli import main
+
+    monkeypatch.setattr(eval_changes, "HELD_OUT", ("astronaut",))
+    assert main(["eval", "changes", "--seeds", "1", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    held_out = figures["held-out"]
+    assert held_out["photos"] == ["astronaut"]
+    assert sum(r["of"] for r in held_out["local"].values()) == 5
+    assert sum(r["of"] for r in held_out["whole"].values()) == 14
+    assert held_out["local_boxed"] >= 0.8
+    assert held_out["whole_false"] == 0.0
