@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.eval_changes import HELD_OUT, boxed
+from app.eval_changes import HELD_OUT, TUNE, boxed
 from search import verify
 from search.changes import KINDS, Changes, Region, _fit, what_changed
 from search.edits import apply
@@ -56,7 +56,8 @@ def union_share(changes: Changes, size: tuple[int, int]) -> float:
 
 
 def test_the_tests_use_no_held_out_photo() -> None:
-    assert not {"astronaut", "coffee"} & set(HELD_OUT)
+    assert {"astronaut", "coffee", "brick", "grass"} <= set(TUNE)
+    assert not set(TUNE) & set(HELD_OUT)
 
 
 def test_a_pasted_patch_is_boxed(astronaut: Image.Image, coffee: Image.Image) -> None:
@@ -244,7 +245,8 @@ def test_unrelated_photos_give_none_and_say_why(
     with caplog.at_level(logging.INFO, logger="search.changes"):
         assert what_changed(coffee, astronaut, against="astronaut") is None
     assert "no transform fitted" in caplog.text
-    assert what_changed(photo("text"), coffee, against="coffee") is None
+    assert what_changed(photo("brick"), coffee, against="coffee") is None
+    assert what_changed(photo("grass"), photo("brick"), against="brick") is None  # two textures
 
 
 def test_local_edits_are_seeded_and_boxed_inside_the_copy(
