@@ -403,19 +403,29 @@ def _normalise(warped: Floats, query: Floats, valid: Mask) -> Floats:
     for channel in range(3):
         values, wanted = sample[:, channel], target[keep, channel]
         which = np.digitize(values, edges) - 1
-        xs, ys, counts = [], [], []
-        for index in np.unique(which):
-            inside = which == index
-            if 0 <= index < len(centres) and int(inside.sum()) >= 20:
-                xs.append(float(np.median(values[inside])))
-                ys.append(float(np.median(wanted[inside])))
-                counts.append(float(inside.sum()))
+        inside = (which >= 0) & (which < len(centres))
+        xs, counts = _bin_medians(which[inside], values[inside], min_count=20)
+        ys, _ = _bin_medians(which[inside], wanted[inside], min_count=20)
         if len(xs) < 2:
             out[:, channel] = predicted[:, channel]
             continue
-        curve = _monotone(np.array(ys), np.array(counts))
-        out[:, channel] = np.interp(predicted[:, channel], np.array(xs), curve)
+        curve = _monotone(ys, counts)
+        out[:, channel] = np.interp(predicted[:, channel], xs, curve)
     return np.clip(out, 0, 255).reshape(warped.shape).astype(np.float32)
+
+
+def _bin_medians(
+    bins: npt.NDArray[Any], values: npt.NDArray[Any], *, min_count: int
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """(median of `values` in each bin, the bin's count), bins in order, those with at least
+    `min_count` members: one sort instead of a pass over every pixel per bin."""
+    order = np.lexsort((values, bins))
+    ranked, ranked_bins = values[order], bins[order]
+    _, starts, counts = np.unique(ranked_bins, return_index=True, return_counts=True)
+    full = counts >= min_count
+    starts, counts = starts[full], counts[full]
+    medians = (ranked[starts + (counts - 1) // 2] + ranked[starts + counts // 2]) / 2
+    return medians.astype(np.float64), counts.astype(np.float64)
 
 
 def _monotone(values: npt.NDArray[Any], weights: npt.NDArray[Any]) -> npt.NDArray[Any]:
