@@ -272,9 +272,10 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
         st.image(preview, caption=caption, width=320)
     else:
         if first:
-            when = when_published(first)
+            when = when_published(first)  # its date, else "first seen DATE"
+            on = "" if when.startswith("first seen") else "first on "
             source = first.get("source") or title_of(first)
-            st.success(f"**Published before:** first on {md(when)} by {md(source)}")
+            st.success(f"**Published before:** {on}{md(when)} by {md(source)}")
             link = str(first.get("source_uri") or "")
             if link.startswith(("http://", "https://")):
                 st.markdown(f"First publication: [{md(title_of(first))}]({url(link)})")
