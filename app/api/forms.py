@@ -24,11 +24,6 @@ def is_form(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith(FORM_TYPES)
 
 
-def is_image_body(request: Request) -> bool:
-    """The request body is the image itself (`Content-Type: image/jpeg`)."""
-    return request.headers.get("content-type", "").lower().startswith("image/")
-
-
 def validation_sentence(errors: Any) -> str:
     """One sentence for pydantic's (or FastAPI's) list of validation errors."""
     if not errors:
