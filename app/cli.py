@@ -225,19 +225,31 @@ def serve_flags(args: argparse.Namespace, settings: Settings) -> dict[str, objec
 
 
 def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
-    """Write the generated demo catalog."""
-    from app.demo import write_demo_catalog, write_sample_photos
+    """Write the demo catalog (photographs, several sources, uploads to try) or a plain set."""
+    from app.demo import DemoUnavailable, write_demo_catalog, write_drawings, write_sample_photos
 
-    if args.photos:
-        try:
-            count = write_sample_photos(Path(args.directory))
-        except RuntimeError as exc:
-            print(f"Cannot write the sample photos: {exc}.", file=sys.stderr)
-            return 2
-        print(f"wrote {count} sample photographs to {args.directory}")
+    directory = Path(args.directory)
+    if args.drawings:
+        count = write_drawings(directory, per_group=args.per_group)
+        print(f"wrote {count} drawings in labelled groups, with sidecar metadata, to {directory}")
         return 0
-    count = write_demo_catalog(Path(args.directory), per_group=args.per_group)
-    print(f"wrote {count} demo images with sidecar metadata to {args.directory}")
+    try:
+        if args.photos:
+            count = write_sample_photos(directory)
+            print(f"wrote {count} sample photographs to {directory}")
+            return 0
+        demo = write_demo_catalog(directory)
+    except DemoUnavailable as exc:
+        print(f"Cannot write the demo photographs: {exc}.", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {demo.files} demo files ({demo.images} distinct images) to {demo.catalog}; "
+        f'ingest them with IMGSEARCH_SOURCES="$(cat {demo.sources})" imgsearch ingest'
+    )
+    print(
+        "upload these on the Search page to see a verdict, what changed and a timeline: "
+        f"{demo.try_these[0].parent}/ ({', '.join(path.name for path in demo.try_these)})"
+    )
     return 0
 
 
@@ -398,12 +410,16 @@ def add_operation_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--address", default="", help="default IMGSEARCH_APP__ADDRESS (127.0.0.1)")
     p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser("demo-data", help="write a generated demo catalog to DIRECTORY")
+    p = sub.add_parser("demo-data", help="write the demo catalog and uploads to DIRECTORY")
     p.add_argument("directory")
-    p.add_argument("--per-group", type=int, default=40)
-    p.add_argument(
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
         "--photos", action="store_true", help="write scikit-image's bundled photographs instead"
     )
+    kind.add_argument(
+        "--drawings", action="store_true", help="write generated drawings in labelled groups"
+    )
+    p.add_argument("--per-group", type=int, default=40, help="drawings per group")
     p.set_defaults(handler=cmd_demo_data)
 
     p = sub.add_parser("runs", help="list recent ingestion runs")

@@ -1,15 +1,29 @@
-"""A demo catalog the project draws itself: visually distinct groups, with sidecar metadata."""
+"""The demo catalog: real photographs published by several sources, and doctored copies to try.
+
+`write_demo_catalog` builds what `make run` ingests: scikit-image's bundled colour photographs,
+each published first by a wire service, then republished resized by a daily paper, cropped by a
+social repost and unchanged by an aggregator (sidecars give each place its title, link and date),
+so a search shows a timeline. Beside the catalog, `try-these/` holds doctored copies made with
+search/local_edits.py (a pasted patch, a painted slogan, a removed object) and an unrelated
+photo, to upload. `write_drawings` keeps the generated drawings (8 labelled groups, for
+`imgsearch eval labels`) and `write_sample_photos` the plain photo set (for `imgsearch eval`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
+
+from search.edits import apply
+from search.local_edits import manipulate
 
 SIZE = (320, 240)
 Painter = Callable[[random.Random], Image.Image]
@@ -140,8 +154,8 @@ GROUPS: dict[str, tuple[str, Painter]] = {
 }
 
 
-def write_demo_catalog(directory: Path, per_group: int = 40, seed: int = 7) -> int:
-    """Write per_group JPEGs per group with NAME.json sidecars; returns the number of images."""
+def write_drawings(directory: Path, per_group: int = 40, seed: int = 7) -> int:
+    """Write per_group drawings per group (a labelled set) with NAME.json sidecars; the count."""
     rng = random.Random(seed)
     start = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
     count = 0
@@ -162,6 +176,22 @@ def write_demo_catalog(directory: Path, per_group: int = 40, seed: int = 7) -> i
             (folder / f"{name}.json").write_text(json.dumps(sidecar, indent=2))
             count += 1
     return count
+
+
+class DemoUnavailable(RuntimeError):
+    """The photographs cannot be written: scikit-image (the `demo` extra) is not installed."""
+
+
+def skimage_data() -> Path:
+    """The folder of photographs inside scikit-image's wheel (DemoUnavailable without it)."""
+    try:
+        import skimage  # the optional `demo` extra
+    except ImportError as exc:
+        raise DemoUnavailable(
+            "the demo photographs come with scikit-image, which is not installed: "
+            "run make install, or pip install -c constraints.txt -e '.[demo]'"
+        ) from exc
+    return Path(skimage.__file__).parent / "data"
 
 
 # Real photographs bundled inside scikit-image's wheel (no download); `cat` repeats `chelsea`.
@@ -187,24 +217,193 @@ SAMPLE_FILES = ("motorcycle_left.png", "motorcycle_right.png", "clock_motion.png
 
 
 def write_sample_photos(directory: Path) -> int:
-    """Write scikit-image's bundled photographs as JPEG files; RuntimeError if not installed."""
-    try:
-        import skimage
-        import skimage.data
-    except ImportError as exc:
-        raise RuntimeError(
-            "the sample photos come with scikit-image: pip install scikit-image"
-        ) from exc
+    """Write scikit-image's bundled photographs as JPEG files; DemoUnavailable without it."""
+    folder = skimage_data()
+    import skimage.data
+
     directory.mkdir(parents=True, exist_ok=True)
     count = 0
     for name in SAMPLE_PHOTOS:
         pixels = getattr(skimage.data, name)()
         Image.fromarray(pixels).convert("RGB").save(directory / f"{name}.jpg", quality=95)
         count += 1
-    folder = Path(skimage.__file__).parent / "data"
     for filename in SAMPLE_FILES:
         if (folder / filename).is_file():
             with Image.open(folder / filename) as image:
                 image.convert("RGB").save(directory / f"{Path(filename).stem}.jpg", quality=95)
             count += 1
     return count
+
+
+# -- the demo catalog ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One catalog photograph: its file in scikit-image's data folder, and its story."""
+
+    name: str
+    file: str
+    title: str
+    category: str
+    published: datetime  # when the wire service first published it
+
+
+@dataclass(frozen=True)
+class Outlet:
+    """A demo source: how it republishes each photo (an edit of search/edits.py), and when."""
+
+    name: str  # the source name the timeline shows
+    folder: str
+    edit: str | None  # None: the original file, byte for byte
+    delay: timedelta  # after the first publication
+    title: str  # headline template, {title}
+    link: str  # the place's link template, {name} and {date}
+
+
+@dataclass(frozen=True)
+class Doctored:
+    """A prepared upload: a catalog photo manipulated by search/local_edits.py."""
+
+    file: str
+    photo: str
+    manipulation: str  # a name of search/local_edits.py's MANIPULATIONS
+    donor: str  # the photo a pasted patch is cut from
+    seed: int
+
+
+@dataclass(frozen=True)
+class DemoCatalog:
+    """What write_demo_catalog wrote: the files, the distinct images and the uploads to try."""
+
+    catalog: Path  # one folder per source
+    files: int
+    images: int
+    sources: Path  # the source declarations (IMGSEARCH_SOURCES) that ingest the catalog
+    try_these: tuple[Path, ...]
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+PHOTOS: tuple[Photo, ...] = (
+    Photo("astronaut", "astronaut.png", "Astronaut portrait", "space", _utc("2023-02-14 10:00")),
+    Photo("rocket", "rocket.jpg", "Launch day", "space", _utc("2023-09-30 06:30")),
+    Photo("coffee", "coffee.png", "Coffee at the summit", "food", _utc("2022-06-01 08:00")),
+    Photo("chelsea", "chelsea.png", "The newsroom cat", "animals", _utc("2024-01-05 15:00")),
+    Photo(
+        "motorcycle",
+        "motorcycle_left.png",
+        "Workshop motorcycle",
+        "transport",
+        _utc("2023-05-20 12:15"),
+    ),
+    Photo("tissue", "ihc.png", "Stained tissue", "science", _utc("2024-03-11 09:45")),
+)
+# Earliest first: the wire's original, the same file six hours later (one image, two places),
+# then two edited republications (each its own image, found as a copy of the original).
+OUTLETS: tuple[Outlet, ...] = (
+    Outlet(
+        "Wire service",
+        "wire-service",
+        None,
+        timedelta(0),
+        "{title}",
+        "https://wire.example/photos/{date}/{name}",
+    ),
+    Outlet(
+        "News aggregator",
+        "news-aggregator",
+        None,
+        timedelta(hours=6),
+        "{title} (via wire)",
+        "https://aggregator.example/story/{name}-{date}",
+    ),
+    Outlet(
+        "Daily paper",
+        "daily-paper",
+        "resize+recompress",
+        timedelta(days=1),
+        "In pictures: {title}",
+        "https://daily-paper.example/{date}/{name}",
+    ),
+    Outlet(
+        "Social repost",
+        "social-repost",
+        "crop",
+        timedelta(days=3),
+        "Look at this: {title}",
+        "https://social.example/p/{name}-{date}",
+    ),
+)
+TRY_THESE: tuple[Doctored, ...] = (
+    Doctored("astronaut-pasted-patch.jpg", "astronaut", "paste", "coffee", 0),
+    Doctored("rocket-slogan.jpg", "rocket", "text", "coffee", 11),
+    Doctored("coffee-object-removed.jpg", "coffee", "inpaint", "rocket", 3),
+)
+UNRELATED = ("not-in-catalog.jpg", "hubble_deep_field.jpg")  # (upload, scikit-image's file)
+QUALITY = 92  # the wire's JPEG
+
+
+def _open(folder: Path, file: str) -> Image.Image:
+    with warnings.catch_warnings(), Image.open(folder / file) as image:
+        warnings.simplefilter("ignore")  # some bundled files carry odd metadata
+        return image.convert("RGB")
+
+
+def _jpeg(image: Image.Image, path: Path, quality: int = QUALITY) -> None:
+    image.save(path, format="JPEG", quality=quality)
+
+
+def write_demo_catalog(directory: Path) -> DemoCatalog:
+    """Write the demo catalog under directory/catalog, the uploads under directory/try-these.
+
+    The same arguments always give the same bytes. DemoUnavailable without scikit-image.
+    """
+    folder = skimage_data()
+    directory = directory.resolve()
+    catalog, try_these = directory / "catalog", directory / "try-these"
+    photos = {photo.name: _open(folder, photo.file) for photo in PHOTOS}
+    files = 0
+    for outlet in OUTLETS:
+        (catalog / outlet.folder).mkdir(parents=True, exist_ok=True)
+    for seed, photo in enumerate(PHOTOS):
+        original = catalog / OUTLETS[0].folder / f"{photo.name}.jpg"
+        for outlet in OUTLETS:
+            path = catalog / outlet.folder / f"{photo.name}.jpg"
+            if outlet.edit is None:
+                if path != original:
+                    path.write_bytes(original.read_bytes())
+                else:
+                    _jpeg(photos[photo.name], path)
+            else:
+                path.write_bytes(apply(outlet.edit, photos[photo.name], seed))
+            published = photo.published + outlet.delay
+            sidecar = {
+                "title": outlet.title.format(title=photo.title),
+                "description": f"{photo.title}, as {outlet.name.lower()} published it.",
+                "category": photo.category,
+                "source_uri": outlet.link.format(name=photo.name, date=published.date()),
+                "published_at": published.isoformat().replace("+00:00", "Z"),
+            }
+            path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+            files += 1
+    try_these.mkdir(parents=True, exist_ok=True)
+    uploads = []
+    for doctored in TRY_THESE:
+        copy = manipulate(
+            doctored.manipulation, photos[doctored.photo], photos[doctored.donor], doctored.seed
+        )
+        (try_these / doctored.file).write_bytes(copy.data)
+        uploads.append(try_these / doctored.file)
+    unrelated = _open(folder, UNRELATED[1])
+    _jpeg(unrelated, try_these / UNRELATED[0], quality=85)
+    uploads.append(try_these / UNRELATED[0])
+    sources = directory / "sources.json"
+    declared = [
+        {"name": o.name, "kind": "folder", "location": str(catalog / o.folder)} for o in OUTLETS
+    ]
+    sources.write_text(json.dumps(declared) + "\n")
+    distinct = len(PHOTOS) * len({o.edit for o in OUTLETS})
+    return DemoCatalog(catalog, files, distinct, sources, tuple(uploads))

@@ -1,68 +1,39 @@
 """`make screenshots`: docs/search.png and docs/catalog.png, taken in headless Chromium.
 
-Builds a demo catalog in a temporary data dir (the generated groups from three sources, and
-scikit-image's sample photographs from a fourth), starts `imgsearch serve` on it (random weights:
-the verdict is real, the similarity scores are not), searches with an edited copy of one photo
+Builds the demo catalog `make run` builds (app/demo.py: photographs from four sources) in a
+temporary data dir, starts `imgsearch serve` on it (random weights: the verdict and what changed
+are real, the similarity scores are not), uploads the demo's doctored astronaut (a pasted patch)
 and opens the catalog page. Run: `python -m tests.screenshots [OUT_DIR]`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.demo import write_demo_catalog, write_sample_photos
+from app.demo import TRY_THESE, write_demo_catalog
 from app.runtime import Runtime
-from ingest.sources.folder import FolderSource
-from search.edits import EDITS
 from tests.browser import chromium, served, upload
-from tests.conftest import make_settings, photo
+from tests.conftest import make_settings
 
 WAIT_MS = 120_000
-SOURCES = {  # demo groups per source
-    "city-desk": ("sunsets", "ocean", "forest"),
-    "wire": ("checkerboards", "stripes", "bubbles"),
-    "archive": ("night", "city"),
-}
-CAPTIONS = {  # sample photo -> (title, published)
-    "coffee": ("Coffee at the summit", "2022-06-01T08:00:00Z"),
-    "astronaut": ("Astronaut portrait", "2023-02-14T10:00:00Z"),
-    "rocket": ("Launch day", "2023-09-30T06:30:00Z"),
-    "chelsea": ("The newsroom cat", "2024-01-05T15:00:00Z"),
-}
+QUERY = TRY_THESE[0].file  # the astronaut with a pasted patch
 
 
-def build_catalog(root: Path) -> Path:
-    """Demo images and sample photos ingested into root/data; returns the data dir."""
-    demo = root / "demo"
-    write_demo_catalog(demo, per_group=6)
-    sources = []
-    for source, groups in SOURCES.items():
-        for group in groups:
-            shutil.move(demo / group, demo / source / group)
-        sources.append(FolderSource(source, demo / source))
-    photos = root / "photos"
-    write_sample_photos(photos)
-    for name, (title, published) in CAPTIONS.items():
-        sidecar = {
-            "title": title,
-            "category": "photos",
-            "published_at": published,
-            "source_uri": f"https://photo-desk.example/{name}",
-        }
-        (photos / f"{name}.json").write_text(json.dumps(sidecar))
-    sources.append(FolderSource("photo-desk", photos))
-    settings = make_settings(root / "data")
+def build_catalog(root: Path) -> tuple[Path, Path]:
+    """The demo catalog ingested into root/data; returns the data dir and the demo's uploads."""
+    demo = write_demo_catalog(root / "demo")
+    sources = json.loads(demo.sources.read_text())
+    settings = make_settings(root / "data", sources=sources)
     runtime = Runtime(settings)
     try:
-        runtime.pipeline.run(sources)
+        runtime.pipeline.run(runtime.declared_sources())
     finally:
         runtime.close()  # the app process opens the index next
-    return settings.data_dir
+    return settings.data_dir, demo.try_these[0].parent
 
 
 def images_loaded(page: Any) -> None:
@@ -85,9 +56,8 @@ def take(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="imgsearch-shots-") as tmp:
         root = Path(tmp)
-        data_dir = build_catalog(root)
-        query = root / "edited-coffee.jpg"
-        query.write_bytes(EDITS["crop+border+rotate"](photo("coffee"), 0))
+        data_dir, uploads = build_catalog(root)
+        query = uploads / QUERY
         with served(data_dir, root / "serve.log") as url, chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1900})
             page.goto(url)

@@ -85,8 +85,9 @@ def test_a_held_embedded_index_gives_one_sentence_and_what_to_do(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
-def test_demo_data_writes_groups_with_sidecars(tmp_path: Path) -> None:
-    result = run(["demo-data", str(tmp_path / "demo"), "--per-group", "2"], tmp_path / "data")
+def test_demo_data_drawings_writes_groups_with_sidecars(tmp_path: Path) -> None:
+    args = ["demo-data", str(tmp_path / "demo"), "--drawings", "--per-group", "2"]
+    result = run(args, tmp_path / "data")
     assert result.returncode == 0, result.stderr
     images = sorted((tmp_path / "demo").rglob("*.jpg"))
     assert len(images) == 16
