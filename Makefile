@@ -12,7 +12,7 @@ PORT ?= 8501
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip==25.3
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,demo]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install pinned dependencies
@@ -23,10 +23,13 @@ browser: ## Debian's Chromium for the end-to-end browser test (Playwright cannot
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; \
 	fi
 
-demo: install ## build and ingest the demo catalog when the catalog is empty
+demo: install ## build and ingest the demo catalog (photos from 4 sources) when the catalog is empty
 	@if [ "$$(IMGSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/imgsearch --log-level WARNING count)" = "0" ]; then \
 	  IMGSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/imgsearch demo-data $(DATA_DIR)/demo && \
-	  IMGSEARCH_DATA_DIR=$(DATA_DIR) $(BIN)/imgsearch ingest --quiet $(DATA_DIR)/demo; \
+	  IMGSEARCH_DATA_DIR=$(DATA_DIR) IMGSEARCH_SOURCES="$$(cat $(DATA_DIR)/demo/sources.json)" \
+	    $(BIN)/imgsearch ingest --quiet; \
+	elif [ -d $(DATA_DIR)/demo/try-these ]; then \
+	  echo "upload the files in $(DATA_DIR)/demo/try-these on the Search page"; \
 	fi
 
 run: demo ## run the app on the embedded default with the demo catalog
