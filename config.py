@@ -167,6 +167,18 @@ class DecodeSettings(BaseModel):
     concurrency: int = Field(default=0, ge=0)
 
 
+class MetadataSettings(BaseModel):
+    """The picture's own metadata and Content Credentials (embed/metadata.py, credentials.py)."""
+
+    # Read EXIF, IPTC, XMP and C2PA from every upload and ingested file.
+    enabled: bool = True
+    # A PEM file of C2PA trust anchors (certificate authorities). A valid signature that chains
+    # to one reads "trusted"; any other valid signature reads "valid". "" trusts none.
+    trust_anchors: str = ""
+    # An XMP packet larger than this is not parsed (Photoshop's edit history rarely passes 1 MiB).
+    max_xmp_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
 # The source kinds, the one list of them. Each is built by the source class in ingest/sources
 # that names it in its `kinds` (ingest.sources checks, on import, that every kind here has
 # exactly one); "auto" picks folder, s3 or feed from the location.
@@ -254,6 +266,7 @@ class Settings(BaseSettings):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     decode: DecodeSettings = Field(default_factory=DecodeSettings)
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     app: AppSettings = Field(default_factory=AppSettings)

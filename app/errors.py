@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from embed.credentials import TrustAnchorsUnreadable
 from embed.decode import DecodeError
 from embed.descriptors import TextSearchUnavailable
 from embed.encoder import WeightsUnavailable
@@ -63,7 +64,9 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome((RunInProgress,), 409),
     Outcome((TextSearchUnavailable,), 503),
     Outcome(
-        (IndexUnavailable, WeightsUnavailable, SscdUnavailable, StoreError), 503, unavailable=True
+        (IndexUnavailable, WeightsUnavailable, SscdUnavailable, StoreError, TrustAnchorsUnreadable),
+        503,
+        unavailable=True,
     ),
 )
 # Every error a person is told about in one sentence (the rest are bugs: logged, a 500).

@@ -89,10 +89,55 @@ def match_mark(match: Match) -> str:
     return "same file" if match.exact else "edited copy" if match.copy else ""
 
 
+STATES = {
+    "trusted": "signed by a trusted signer, and intact",
+    "valid": "signed and intact, by a signer not in the trust list",
+    "invalid": "they do not hold (changed after signing, or a bad signature)",
+}
+
+
+def metadata_rows(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a file says about itself, as (label, value) rows; only the fields it carries."""
+    rows: list[tuple[str, str]] = []
+    for key, label in (
+        ("captured_at", "Taken"),
+        ("camera", "Camera"),
+        ("software", "Software"),
+        ("creator", "Creator"),
+        ("credit", "Credit"),
+        ("caption", "Caption"),
+    ):
+        if metadata.get(key):
+            rows.append((label, str(metadata[key])))
+    gps = metadata.get("gps")
+    if isinstance(gps, Mapping) and "lat" in gps and "lon" in gps:
+        rows.append(("Location", f"{gps['lat']:.5f}, {gps['lon']:.5f}"))
+    if metadata.get("digital_source_type"):
+        term = str(metadata["digital_source_type"]).rsplit("/", 1)[-1]
+        made = " (made with a generative model)" if metadata.get("ai_generated") else ""
+        rows.append(("Source type", term + made))
+    credentials = metadata.get("c2pa")
+    if isinstance(credentials, Mapping):
+        state = str(credentials.get("state"))
+        said = STATES.get(state, state)
+        who = ", ".join(
+            f"{label} {credentials[key]}"
+            for key, label in (("signer", "signer"), ("generator", "made with"))
+            if credentials.get(key)
+        )
+        rows.append(("Content Credentials", f"{said}" + (f"; {who}" if who else "")))
+        if credentials.get("actions"):
+            rows.append(("Recorded edits", ", ".join(map(str, credentials["actions"]))))
+    if metadata.get("unreadable"):
+        rows.append(("Unreadable", ", ".join(map(str, metadata["unreadable"])) + " (damaged)"))
+    return rows
+
+
 def verdict_text(name: str, result: SearchResult) -> list[str]:
     """The verdict as lines: the sentence, each member's evidence, the timeline, skipped layers."""
     verdict = result.verdict
     lines = [f"{name}: {verdict_line(verdict, result.changes)}"]
+    lines.extend(f"    warning ({w.code}): {w.message}" for w in result.warnings)
     for region in result.changes.regions if result.changes else ():
         x0, y0, x1, y1 = region.box
         lines.append(f"    changed: {region.kind}, {region.share:.1%} at x {x0}-{x1}, y {y0}-{y1}")
@@ -106,6 +151,10 @@ def verdict_text(name: str, result: SearchResult) -> list[str]:
             f"      {when_published(place)}  {place.get('source') or ''}  {title_of(place)}  "
             f"{place.get('source_uri') or ''}"
         )
+    rows = metadata_rows(result.metadata.as_dict()) if result.metadata else []
+    if rows:
+        lines.append("    the file says:")
+        lines.extend(f"      {label}: {value}" for label, value in rows)
     lines.extend(f"    ({layer} {why})" for layer, why in skipped_layers(verdict).items())
     return lines
 

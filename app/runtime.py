@@ -23,6 +23,7 @@ from embed.descriptors import (
     specs,
 )
 from embed.encoder import Encoder
+from embed.metadata import MetadataReader
 from embed.sscd import SscdEncoder
 from ingest.items import Source
 from ingest.pipeline import Pipeline
@@ -90,9 +91,16 @@ class Runtime:
         )
 
     @cached_property
+    def metadata(self) -> MetadataReader:
+        """The reader of pictures' own metadata and Content Credentials (trust list parsed once)."""
+        return MetadataReader(self.settings.metadata)
+
+    @cached_property
     def pipeline(self) -> Pipeline:
         """The ingestion pipeline."""
-        return Pipeline(self.settings, self.index, self.images, self.descriptors, self.state)
+        return Pipeline(
+            self.settings, self.index, self.images, self.descriptors, self.state, self.metadata
+        )
 
     @cached_property
     def search(self) -> SearchService:
@@ -104,6 +112,7 @@ class Runtime:
             self.settings.verdict,
             self.settings.fetch,
             self.settings.decode,
+            self.metadata,
         )
 
     @cached_property

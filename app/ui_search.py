@@ -8,6 +8,7 @@ Answers are kept in the session keyed by the query, so a rerun (a click) recompu
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import streamlit as st
 from PIL import Image
@@ -19,6 +20,7 @@ from app.present import (
     evidence_line,
     kind_of,
     match_mark,
+    metadata_rows,
     outlined,
     score_name,
     skipped_layers,
@@ -267,6 +269,8 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
     original = found.original
     first = found.first_published
     caption = f"Your image ({result.query_width} x {result.query_height})"
+    for warning in result.warnings:
+        st.warning(f"**Warning:** {md(warning.message)}", icon="⚠️")
     if original is None:
         st.info(NOT_IN_CATALOG)
         st.image(preview, caption=caption, width=320)
@@ -315,9 +319,30 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
             st.caption(f"{len(found.members)} images in the catalog are this picture.")
         st.markdown("**Timeline** (every place it was published, earliest first)")
         timeline_table(found.timeline)
+    provenance(result, original.payload if original else None)
     skipped = skipped_layers(found)
     if skipped:
         st.caption(" · ".join(f"{layer}: {why}" for layer, why in skipped.items()))
+
+
+def provenance(result: SearchResult, original: dict[str, Any] | None) -> None:
+    """What the uploaded file says about itself, beside what the catalog's original said."""
+    yours = metadata_rows(result.metadata.as_dict()) if result.metadata else []
+    theirs = metadata_rows(original.get("metadata") or {}) if original else []
+    st.markdown("**What the file says about itself** (its metadata and Content Credentials)")
+    if not yours and not theirs:
+        st.caption("Neither file carries metadata or Content Credentials.")
+        return
+    columns = st.columns(2) if original is not None else [st.container()]
+    for column, rows, whose in zip(
+        columns, (yours, theirs), ("Your file", "The catalog's original"), strict=False
+    ):
+        with column:
+            st.caption(whose)
+            if rows:
+                st.table({"field": [r[0] for r in rows], "value": [r[1] for r in rows]})
+            else:
+                st.write("No metadata.")
 
 
 def grid(runtime: Runtime, cards: list[Card], scored_by: str) -> None:

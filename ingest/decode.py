@@ -16,6 +16,7 @@ import threading
 from config import Settings
 from embed.decode import DecodeError, Fit, decode_image
 from embed.descriptors import needed_fit
+from embed.metadata import MetadataReader
 from ingest.items import Decoded, Failed, Fetched
 
 # The short side the model inputs are resized to, the largest any descriptor asks for (SSCD's
@@ -41,19 +42,28 @@ def decode_concurrency(settings: Settings) -> int:
 class Decoder:
     """The decode stage: thread-safe, at most `concurrency` decodes at a time."""
 
-    def __init__(self, *, fit: Fit | None, max_pixels: int, concurrency: int) -> None:
+    def __init__(
+        self,
+        *,
+        fit: Fit | None,
+        max_pixels: int,
+        concurrency: int,
+        metadata: MetadataReader | None = None,
+    ) -> None:
         self.fit = fit
         self.max_pixels = max_pixels
         self.concurrency = max(1, concurrency)
+        self.metadata = metadata
         self._slots = threading.BoundedSemaphore(self.concurrency)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Decoder:
-        """The ingestion decoder these settings describe."""
+    def from_settings(cls, settings: Settings, metadata: MetadataReader | None = None) -> Decoder:
+        """The ingestion decoder these settings describe (reading each file's own metadata)."""
         return cls(
             fit=ingest_fit(settings),
             max_pixels=settings.decode.max_pixels,
             concurrency=decode_concurrency(settings),
+            metadata=metadata or MetadataReader(settings.metadata),
         )
 
     def __call__(self, fetched: Fetched) -> Decoded | Failed:
@@ -65,4 +75,7 @@ class Decoder:
             # A changed source item gets a new version and is tried again; retries of the same
             # bytes would fail the same way unless the failure was a cut-off download.
             return Failed(fetched.item, "decode", exc.reason, retryable="truncated" in exc.reason)
-        return Decoded(fetched.item, fetched.data, image)
+        claims = (
+            self.metadata.read(fetched.data, image.content_type).as_dict() if self.metadata else {}
+        )
+        return Decoded(fetched.item, fetched.data, image, claims)

@@ -72,6 +72,7 @@ class Decoded:
     item: SourceItem
     data: bytes
     image: DecodedImage
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # embed/metadata.py's as_dict
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Stored:
     image_key: str
     thumbnail_key: str
     prepared: Mapping[str, Any] = field(repr=False, compare=False)  # by descriptor name
+    metadata: Mapping[str, Any] = field(default_factory=dict)  # the file's own claims
 
 
 @dataclass(frozen=True)

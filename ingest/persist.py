@@ -33,4 +33,6 @@ def write_originals(
         images.put(tkey, make_thumbnail(image.image, thumbnail_px), "image/jpeg")
     except StoreError as exc:
         return Failed(decoded.item, "store", str(exc))
-    return Stored(decoded.item, image, pid, okey, tkey, prepare(image.image))
+    return Stored(
+        decoded.item, image, pid, okey, tkey, prepare(image.image), metadata=decoded.metadata
+    )

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from config import Settings
 from embed.descriptors import Descriptors
+from embed.metadata import MetadataReader
 from ingest.decode import Decoder
 from ingest.fetch import CANCELLED, fetch
 from ingest.items import (
@@ -169,13 +170,14 @@ class Pipeline:
         images: ImageStore,
         descriptors: Descriptors,
         state: StateStore,
+        metadata: MetadataReader | None = None,
     ) -> None:
         self.settings = settings
         self.index = index
         self.images = images
         self.descriptors = descriptors
         self.state = state
-        self.decode = Decoder.from_settings(settings)
+        self.decode = Decoder.from_settings(settings, metadata)
         self._run_id: int | None = None
         self._last_progress = 0.0
 

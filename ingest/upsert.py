@@ -30,6 +30,7 @@ def payload_of(stored: Stored) -> dict[str, Any]:
         "bytes": image.nbytes,
         "source": stored.item.source,
         "ingested_at": iso(utcnow()),
+        **({"metadata": dict(stored.metadata)} if stored.metadata else {}),
     }
 
 

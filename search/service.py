@@ -22,9 +22,11 @@ import numpy as np
 from config import DecodeSettings, FetchSettings, VerdictSettings
 from embed.decode import DecodedImage, DecodeError, Fit, decode_image
 from embed.descriptors import CLIP, IMAGE, PDQ, Descriptors, hamming_of, needed_fit
+from embed.metadata import Metadata, MetadataReader
 from ingest.http import Downloader
 from ingest.items import FetchError
 from search.changes import FIT_SIDE, Changes, what_changed
+from search.provenance import Caution, warnings_for
 from search.query import Examples, FetchFailed, Query, QueryError, UnknownImage, build_query
 from search.verdict import CopyDetector, Verdict
 from store.images import ImageStore, StoreError
@@ -85,6 +87,8 @@ class SearchResult:
     has_verdict: bool = True
     offset: int = 0
     changes: Changes | None = None  # an edited copy: what differs from its original
+    metadata: Metadata | None = None  # what the query file says about itself
+    warnings: list[Caution] = field(default_factory=list)  # search/provenance.py
 
     @property
     def in_catalog(self) -> bool:
@@ -103,6 +107,8 @@ class SearchResult:
             out["verdict"] = self.verdict.kind
             out["sha256"] = self.query_sha256
             out["changes"] = self.changes.as_dict() if self.changes else None
+            out["metadata"] = self.metadata.as_dict() if self.metadata else {}
+            out["warnings"] = [w.as_dict() for w in self.warnings]
         return out
 
     def as_check(self, file: str) -> dict[str, Any]:
@@ -118,6 +124,8 @@ class SearchResult:
                 else None
             ),
             "evidence": self.verdict.evidence_dict(),
+            "warnings": [w.as_dict() for w in self.warnings],
+            "metadata": self.metadata.as_dict() if self.metadata else {},
             "changes": self.changes.as_dict() if self.changes else None,
             "copies": [m.as_dict() for m in self.verdict.members],
             "timeline": [
@@ -149,6 +157,7 @@ class SearchService:
         verdict: VerdictSettings | None = None,
         fetch: FetchSettings | None = None,
         decode: DecodeSettings | None = None,
+        metadata: MetadataReader | None = None,
     ) -> None:
         self.index = index
         self.images = images
@@ -156,6 +165,7 @@ class SearchService:
         self.detector = CopyDetector(index, images, descriptors, verdict or VerdictSettings())
         self.fetch_settings = fetch or FetchSettings()
         self.max_pixels = (decode or DecodeSettings()).max_pixels
+        self.metadata = metadata or MetadataReader()
         self.fit = query_fit(self.detector.settings)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="search")
         self._downloader: Downloader | None = None
@@ -174,14 +184,15 @@ class SearchService:
         where = query.filters.where()
         if query.single_image:
             data = query.images[0] if query.images else self.fetch_image(query.urls[0])
+            decoded = self.decode(data)
             result = self.search_image(
-                self.decode(data),
+                decoded,
                 top_k=query.top_k,
                 threshold=query.threshold,
                 where=where,
                 offset=query.offset,
             )
-            return self.with_changes(result, data)
+            return self.with_provenance(self.with_changes(result, data), data, decoded)
         self._check_ids_exist((*query.ids, *query.negative_ids))
         if (query.text or "").strip():
             hits = self._text_hits(query, where)
@@ -288,6 +299,16 @@ class SearchService:
             query.image, before.image, against=original.id, query_size=(query.width, query.height)
         )
         return replace(result, changes=changes)
+
+    def with_provenance(
+        self, result: SearchResult, data: bytes, decoded: DecodedImage
+    ) -> SearchResult:
+        """The result with the query file's own metadata and the warnings it raises against the
+        catalog's timeline of the picture (search/provenance.py)."""
+        metadata = self.metadata.read(data, decoded.content_type)
+        return replace(
+            result, metadata=metadata, warnings=warnings_for(metadata, result.verdict.timeline)
+        )
 
     def decode(self, data: bytes) -> DecodedImage:
         """A query image decoded no larger than its consumers need (DecodeError if it is not one).

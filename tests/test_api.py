@@ -25,6 +25,7 @@ from ingest.sources.folder import FolderSource
 from store.keys import point_id
 from tests.conftest import free_port, image_bytes, make_settings
 from tests.feed_server import FeedServer
+from tests.metadata_files import AI, with_tags
 from tests.subprocesses import child_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +217,23 @@ def test_check_answers_like_the_cli(client: httpx.Client) -> None:
     body = response.json()
     assert body["file"] == "p804.jpg" and body["verdict"] == "exact"
     assert body["original"]["id"] == pid(image_bytes(804))
-    assert {"evidence", "timeline", "copies", "matches"} <= set(body)
+    assert {"evidence", "timeline", "copies", "matches", "metadata", "warnings"} <= set(body)
+    assert body["metadata"] == {} and body["warnings"] == []  # a bare file: nothing invented
+
+
+def test_check_returns_the_files_own_metadata_and_its_warnings(client: httpx.Client) -> None:
+    data = with_tags(
+        image_bytes(804),
+        exif={"Exif.Image.Make": "Leica", "Exif.Photo.DateTimeOriginal": "2025:03:04 05:06:07"},
+        xmp={"Xmp.iptcExt.DigitalSourceType": AI},
+    )
+    body = client.post("/check", files=upload(data, "tagged.jpg")).json()
+    assert body["verdict"] == "copy"  # the same pixels, other bytes
+    assert body["metadata"]["camera"] == "Leica"
+    assert body["metadata"]["captured_at"] == "2025-03-04T05:06:07"
+    assert body["metadata"]["ai_generated"] is True
+    codes = {w["code"] for w in body["warnings"]}
+    assert codes == {"ai_generated", "captured_after_published"}  # first published in 2024
 
 
 def test_a_record_its_thumbnail_and_original(client: httpx.Client) -> None:

@@ -17,6 +17,7 @@ from config import Settings
 from ingest.sources.folder import FolderSource
 from search.edits import EDITS
 from tests.conftest import image_bytes, make_settings, open_catalog, photo
+from tests.metadata_files import camera_file
 
 CARD = re.compile(r"^\*\*\d+\. ")
 UI = str(Path(__file__).resolve().parents[1] / "app" / "ui.py")
@@ -113,6 +114,21 @@ def test_a_doctored_copy_outlines_what_changed_and_compares_in_place(
     assert not flicker.value
     flicker.set_value(True).run()
     assert not at.exception and at.toggle(key="flicker").value
+
+
+def test_a_copy_with_a_later_capture_date_warns_and_shows_its_metadata(
+    catalog: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = app_for(catalog, monkeypatch).run()
+    tagged = camera_file(photo("coffee").resize((400, 267)), taken="2023:01:05 10:00:00")
+    at.file_uploader[0].set_value(("tagged.jpg", tagged, "image/jpeg")).run()
+    assert not at.exception
+    warnings = [plain(w.value) for w in at.warning if "Warning:" in w.value]
+    assert len(warnings) == 1
+    assert "taken 2023-01-05T10:00:00+02:00, after the catalog's first publication" in warnings[0]
+    (yours,) = [t.value for t in at.table]  # the catalog's original carries no metadata
+    assert dict(zip(yours["field"], yours["value"], strict=True))["Camera"] == "Canon EOS R5"
+    assert any(m.value == "No metadata." for m in at.markdown)
 
 
 def test_an_image_not_in_the_catalog_says_so(
