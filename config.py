@@ -79,12 +79,21 @@ class EmbedSettings(BaseModel):
 
 
 class TextSettings(BaseModel):
-    """Text search: a CLIP model, loaded from a local folder or the local Hugging Face cache."""
+    """Text search: a CLIP model, fetched on first use into the cache (embed/clip.py)."""
 
-    enabled: bool = False
-    # A folder written by save_pretrained, or a hub id already in the Hugging Face cache; it is
-    # never downloaded at run time.
+    # On by default; false keeps text search off and fetches nothing.
+    enabled: bool = True
+    # A folder written by save_pretrained, or a Hugging Face hub id: a hub id is read from the
+    # cache (ours, then Hugging Face's) and else fetched from base_url at `revision`.
     model: str = "openai/clip-vit-base-patch32"
+    # The commit whose files are fetched (a commit, not a branch, so the files cannot change).
+    revision: str = "d15b5f29721ca72dac15f8526b284be910de18be"
+    # Where hub files are fetched from: {base_url}/{model}/resolve/{revision}/{file}; a mirror
+    # with the same layout works.
+    base_url: str = "https://huggingface.co"
+    # {file name: SHA-256} a fetched file must match; files without one are accepted as
+    # downloaded and their SHA-256 logged (no checksum is published for them, see README).
+    sha256: dict[str, str] = Field(default_factory=dict)
 
 
 class SearchSettings(BaseModel):
@@ -106,8 +115,10 @@ class VerdictSettings(BaseModel):
     pdq_min_quality: int = Field(default=50, ge=0, le=100)
     # Rows/columns whose pixels differ from the edge colour by at most this are trimmed.
     trim_tolerance: int = Field(default=12, ge=0, le=255)
-    # SSCD TorchScript file: "" looks in the torch cache, "off" disables, else a path.
+    # SSCD TorchScript file: "" is the torch cache, fetched from sscd_base_url on first use
+    # (pinned SHA-256); "off" disables; else a path.
     sscd_weights: str = ""
+    sscd_base_url: str = "https://dl.fbaipublicfiles.com/sscd-copy-detection"
     # SSCD authors: cosine >= 0.75 is about 90% precision on DISC2021.
     sscd_min_score: float = Field(default=0.75, ge=-1.0, le=1.0)
     # How many nearest catalog images (by each descriptor) are verified geometrically.

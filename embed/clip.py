@@ -1,10 +1,13 @@
 """CLIP descriptor for text search: image and text vectors in one space, L2-normalised, cosine.
 
 The model is a Hugging Face transformers `CLIPModel` with its `CLIPProcessor` (image processor
-and tokenizer), read from a folder written by `save_pretrained` or from a hub id already in the
-local Hugging Face cache. It is never downloaded at run time (`local_files_only=True`).
-transformers is imported only when a model is loaded, so commands that do not use text search do
-not pay for its import.
+and tokenizer), read from a folder written by `save_pretrained`, or, for a hub id (by default
+openai/clip-vit-base-patch32), from the cache: the folder this module fetches it into (torch hub
+cache), else the local Hugging Face cache, else fetched there on first use from
+IMGSEARCH_TEXT__BASE_URL at the pinned commit (embed/weights.py; only safetensors weights, never
+a pickle). transformers itself never downloads (`local_files_only=True`). Without a network text
+search is off (said once, in one log line) and everything else works. transformers is imported
+only when a model is loaded, so commands that do not use text search do not pay for its import.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +28,43 @@ from torch import nn
 
 from config import TextSettings
 from embed.model import Model, ModelUnavailable, TorchSession, cached, first_sentence, pick_device
+from embed.weights import FetchFailed, Pin, fetch
 
 log = logging.getLogger(__name__)
 
 ENABLED = "IMGSEARCH_TEXT__ENABLED"
 MODEL = "IMGSEARCH_TEXT__MODEL"
+BASE_URL = "IMGSEARCH_TEXT__BASE_URL"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# What CLIPModel reads from a hub folder (the weights as safetensors only, never a pickle), and
+# what CLIPProcessor may read: older repositories (openai's) have preprocessor_config.json and a
+# slow tokenizer's files, newer ones processor_config.json; a missing one (HTTP 404) is skipped.
+HUB_FILES = ("config.json", "model.safetensors")
+HUB_EXTRAS = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+)
+# Written into a fetched folder once every file is there: {"source": URL, "files": [...]}.
+COMPLETE = ".complete.json"
+# The vector size of hub models known here, so a catalog declares its clip vector before the
+# model is fetched (the projection_dim of their config.json).
+KNOWN_DIMS = {"openai/clip-vit-base-patch32": 512}
+# Hugging Face's own switch for "never contact the hub"; fetching honours it.
+HUB_OFFLINE = "HF_HUB_OFFLINE"
 HOW = (
     f"set {MODEL} to a folder holding a CLIPModel and CLIPProcessor saved with save_pretrained "
     "(or to a hub id already in the local Hugging Face cache)"
 )
-OFF = f"Text search is off: set {ENABLED}=true and {HOW}"
+OFF = (
+    f"Text search is off: set {ENABLED}=true (the default) to fetch its model on first use, "
+    f"or {HOW}"
+)
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 class TextSearchUnavailable(ModelUnavailable):
@@ -40,7 +72,8 @@ class TextSearchUnavailable(ModelUnavailable):
 
 
 def resolve_model(setting: str, cache_dir: Path | str | None = None) -> Path:
-    """The folder of the configured model: the folder itself, or its cached hub snapshot."""
+    """The folder of the configured model from local files only: the folder itself, or its
+    snapshot in the local Hugging Face cache (TextSearchUnavailable when there is neither)."""
     value = setting.strip()
     if not value:
         raise TextSearchUnavailable(f"{MODEL} is empty: {HOW}")
@@ -55,9 +88,53 @@ def resolve_model(setting: str, cache_dir: Path | str | None = None) -> Path:
     except (OSError, HFValidationError) as exc:
         log.debug("no cached snapshot of %s", value, exc_info=True)
         raise TextSearchUnavailable(
-            f"The CLIP model {value} is neither a folder nor in the local Hugging Face cache, "
-            f"and it is never downloaded at run time: {HOW}"
+            f"The CLIP model {value} is neither a folder nor in the local Hugging Face cache: {HOW}"
         ) from exc
+
+
+def is_hub_id(setting: str) -> bool:
+    """Whether the setting names a hub model ("org/name") rather than a folder."""
+    value = setting.strip()
+    return bool(_HUB_ID.fullmatch(value)) and not Path(value).expanduser().is_dir()
+
+
+def fetched_folder(settings: TextSettings) -> Path:
+    """Where a hub model's files are fetched to: the torch hub cache, one folder per revision."""
+    name = settings.model.strip().replace("/", "--")
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"{name}@{settings.revision.strip()[:12]}"
+
+
+def find_model(settings: TextSettings, cache_dir: Path | str | None = None) -> Path:
+    """The folder of the configured model, fetching a hub model's files on first use.
+
+    A folder is used as it is; a hub id is read from the fetched folder, else from the local
+    Hugging Face cache, else fetched (FetchFailed when it cannot be). Anything else raises
+    TextSearchUnavailable.
+    """
+    if not is_hub_id(settings.model):
+        return resolve_model(settings.model, cache_dir)
+    folder = fetched_folder(settings)
+    if (folder / COMPLETE).is_file():
+        return folder
+    try:
+        return resolve_model(settings.model, cache_dir)
+    except TextSearchUnavailable:
+        pass
+    base = settings.base_url.rstrip("/")
+    source = f"{base}/{settings.model.strip()}/resolve/{settings.revision.strip()}"
+    if os.environ.get(HUB_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on"):
+        raise FetchFailed(source, f"{HUB_OFFLINE} is set, so the hub is not contacted")
+    fetched = []
+    for name in (*HUB_FILES, *HUB_EXTRAS):
+        try:
+            fetch(f"{source}/{name}", folder / name, Pin(settings.sha256.get(name)))
+        except FetchFailed as exc:
+            if exc.status == 404 and name in HUB_EXTRAS:
+                continue
+            raise
+        fetched.append(name)
+    (folder / COMPLETE).write_text(json.dumps({"source": source, "files": fetched}))
+    return folder
 
 
 def model_dim(folder: Path) -> int:
@@ -83,10 +160,15 @@ def declared_dim(settings: TextSettings, cache_dir: Path | str | None = None) ->
     """
     if not settings.enabled:
         return None
+    folder = fetched_folder(settings) if is_hub_id(settings.model) else None
     try:
+        if folder is not None and (folder / "config.json").is_file():
+            return model_dim(folder)
         return model_dim(resolve_model(settings.model, cache_dir))
     except TextSearchUnavailable:
-        return None
+        # A known hub model is declared before it is fetched, so the catalog's shape does not
+        # change when it arrives (or never does, offline).
+        return KNOWN_DIMS.get(settings.model.strip()) if folder is not None else None
 
 
 class ClipEncoder(Model):
@@ -167,16 +249,38 @@ def load_clip(
     batch_size: int = 16,
     cache_dir: Path | str | None = None,
 ) -> ClipEncoder | None:
-    """This process's CLIP encoder, built on first use; None when text search is off."""
+    """This process's CLIP encoder, built on first use; None when text search is off (by the
+    setting, or because its model could not be fetched: said once, in one log line)."""
     if not settings.enabled:
         return None
-    folder = resolve_model(settings.model, cache_dir)
+    try:
+        folder = find_model(settings, cache_dir)
+    except FetchFailed as exc:
+        _say_off(
+            f"Text search is off: {exc}; put the files of {settings.model} (revision "
+            f"{settings.revision}) in {fetched_folder(settings)}, or {HOW}, or set {BASE_URL} to "
+            f"a mirror, or {ENABLED}=false"
+        )
+        return None
     key = (folder.resolve(), str(device), batch_size)
     return cached(
         ClipEncoder,
         key,
         lambda: ClipEncoder(folder, device, batch_size=batch_size, name=settings.model),
     )
+
+
+_off_logged: set[str] = set()
+_off_lock = threading.Lock()
+
+
+def _say_off(line: str) -> None:
+    """Log why text search is off, once per process (not once per query)."""
+    with _off_lock:
+        if line in _off_logged:
+            return
+        _off_logged.add(line)
+    log.warning(line)
 
 
 def _load(folder: Path, device: torch.device) -> tuple[Any, Any]:

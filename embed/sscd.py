@@ -1,12 +1,14 @@
 """SSCD copy-detection descriptor (facebookresearch/sscd-copy-detection): 512-d unit vectors.
 
-The model is the authors' TorchScript file (ResNet50 trunk, GeM pooling). It is never
-downloaded: the user puts the file in the torch hub cache or names it in the settings.
+The model is the authors' TorchScript file (ResNet50 trunk, GeM pooling). By default it is
+fetched on first use into the torch hub cache, from the authors' URL (or a mirror set in
+IMGSEARCH_VERDICT__SSCD_BASE_URL), and kept only when its SHA-256 is the pinned one; a path in
+the settings is used as it is, and "off" turns the layer off. Without a network the layer is off
+(said once, in one log line) and everything else works.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import warnings
@@ -27,13 +29,22 @@ from embed.model import (
     pick_device,
 )
 from embed.onnx import compile_or_none
+from embed.weights import FetchFailed, Pin, fetch, sha256_of
 
 log = logging.getLogger(__name__)
 
 SSCD_FILE = "sscd_disc_mixup.torchscript.pt"
-SSCD_URL = f"https://dl.fbaipublicfiles.com/sscd-copy-detection/{SSCD_FILE}"
+SSCD_BASE_URL = "https://dl.fbaipublicfiles.com/sscd-copy-detection"
+SSCD_URL = f"{SSCD_BASE_URL}/{SSCD_FILE}"
+# The authors publish no checksum; this SHA-256 and size are the ones independent projects pin
+# for this URL (the same value in several public repositories, see README "Models").
+SSCD_PIN = Pin(
+    sha256="9f26bd4c848cc19b73d2ae92eea6e04886f61a7b764ceb7a13aeee62e6a6db56", size=98_791_638
+)
 DIM = 512
 SETTING = "IMGSEARCH_VERDICT__SSCD_WEIGHTS"
+BASE_SETTING = "IMGSEARCH_VERDICT__SSCD_BASE_URL"
+OFF = "SSCD copy-detection layer is off"
 
 # The authors' inference recipe ("small_288" in their README): the short side to 288 and no
 # crop, so the whole image is described whatever its aspect ratio; ImageNet normalisation.
@@ -52,18 +63,19 @@ class SscdUnavailable(ModelUnavailable):
     """The SSCD model file is missing or unusable; the message says what to do."""
 
 
-def find_sscd_weights(setting: str) -> Path | None:
-    """The SSCD file to load: "" looks in the torch hub cache, "off" disables, else a path.
+def find_sscd_weights(setting: str, base_url: str = SSCD_BASE_URL) -> Path | None:
+    """The SSCD file to load: "" is the torch hub cache, fetched on first use; "off"; a path.
 
-    None when the layer is off or the cache has no file; a configured path that does not exist
-    raises SscdUnavailable (a typo must not silently turn the layer off).
+    None when the layer is off. Fetching raises FetchFailed (no network, HTTP error, a file
+    that is not the pinned one); a configured path that does not exist raises SscdUnavailable
+    (a typo must not silently turn the layer off).
     """
     value = setting.strip()
     if value.lower() == "off":
         return None
     if not value:
-        cached = _hub_checkpoints() / SSCD_FILE
-        return cached if cached.is_file() else None
+        url = f"{base_url.rstrip('/')}/{SSCD_FILE}"
+        return fetch(url, _hub_checkpoints() / SSCD_FILE, SSCD_PIN)
     path = Path(value).expanduser()
     if path.is_dir():
         path = path / SSCD_FILE
@@ -98,7 +110,7 @@ class SscdEncoder(Model):
             ),
         )
         self.batch_size = batch_size
-        self.label = f"{self.path.name} sha256:{_sha256(self.path)[:12]}"
+        self.label = f"{self.path.name} sha256:{sha256_of(self.path)[:12]}"
         self.model = _load(self.path, self.device)
         # SSCD runs fp32; on the CPU ONNX Runtime does that faster (embed/onnx.py), with the
         # same vectors, unless IMGSEARCH_EMBED__RUNTIME=torch.
@@ -140,38 +152,45 @@ _off_logged: set[str] = set()
 _off_lock = threading.Lock()
 
 
-def load_sscd(setting: str, device: str = "cpu", runtime: str = "auto") -> SscdEncoder | None:
-    """This process's SSCD encoder for the setting, built on first use; None when it is off."""
-    path = find_sscd_weights(setting)
+def load_sscd(
+    setting: str,
+    device: str = "cpu",
+    runtime: str = "auto",
+    *,
+    base_url: str = SSCD_BASE_URL,
+) -> SscdEncoder | None:
+    """This process's SSCD encoder for the setting, built on first use; None when it is off
+    (by the setting, or because its file could not be fetched: said once, in one log line)."""
+    try:
+        path = find_sscd_weights(setting, base_url)
+    except FetchFailed as exc:
+        _say_off(f"{OFF}: {exc}; {_how(exc.url)}", warning=True)
+        return None
     if path is None:
-        with _off_lock:
-            if setting not in _off_logged:
-                _off_logged.add(setting)
-                log.info(_off_reason(setting))
+        _say_off(f"{OFF} ({SETTING}=off)")
         return None
     key = (path.resolve(), str(device), runtime)
     return cached(SscdEncoder, key, lambda: SscdEncoder(path, device, runtime=runtime))
 
 
-def _off_reason(setting: str) -> str:
-    if setting.strip().lower() == "off":
-        return f"SSCD copy-detection layer is off ({SETTING}=off)"
+def _say_off(line: str, *, warning: bool = False) -> None:
+    """Log why the layer is off, once per process (not once per image)."""
+    with _off_lock:
+        if line in _off_logged:
+            return
+        _off_logged.add(line)
+    log.log(logging.WARNING if warning else logging.INFO, line)
+
+
+def _how(url: str) -> str:
     return (
-        f"SSCD copy-detection layer is off: no {SSCD_FILE} in {_hub_checkpoints()}; put the "
-        f"file there (from {SSCD_URL}) or set {SETTING}=/path/to/{SSCD_FILE} to enable it"
+        f"put {SSCD_FILE} (from {url}) in {_hub_checkpoints()}, or set {SETTING} to its path, "
+        f"or {BASE_SETTING} to a mirror, or {SETTING}=off"
     )
 
 
 def _hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load(path: Path, device: torch.device) -> torch.jit.ScriptModule:

@@ -19,23 +19,37 @@ from embed.encoder import Encoder, load_encoder
 from store.factory import open_local_index
 from store.index import VectorIndex
 
+# A loopback port nothing listens on (the discard port): a model fetch fails at once, offline.
+OFFLINE_URL = "http://127.0.0.1:9"
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No IMGSEARCH_ variable or .env from the developer's shell leaks into a test."""
+    """No IMGSEARCH_ variable or .env from the developer's shell leaks into a test, and no test
+    reaches the internet for a model: in-process settings fetch from a dead loopback port, the
+    torch cache (where SSCD and CLIP are fetched to) is the test's own, and the Hugging Face hub
+    is offline for the test and the imgsearch processes it starts."""
     for key in list(os.environ):
         if key.startswith("IMGSEARCH_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("IMGSEARCH_VERDICT__SSCD_BASE_URL", OFFLINE_URL)
+    monkeypatch.setenv("IMGSEARCH_TEXT__BASE_URL", OFFLINE_URL)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a test: random weights, small batches, everything under data_dir."""
+    """Settings for a test: random weights, small batches, everything under data_dir, and no
+    model fetched from the internet (text search off, SSCD fetched from a dead loopback port,
+    unless a test says otherwise)."""
     values: dict[str, Any] = {
         "data_dir": data_dir,
         # fp32 on every CPU: tests compare vectors closely (bf16 has its own tests)
         "embed": {"weights": "random", "batch_size": 8, "device": "cpu", "precision": "fp32"},
         "worker": {"retry_backoff_s": 0},
+        "verdict": {"sscd_base_url": OFFLINE_URL},
+        "text": {"enabled": False, "base_url": OFFLINE_URL},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

@@ -1,7 +1,8 @@
-"""Text search's CLIP descriptor: loaded from local files only, computed at ingest, backfilled.
+"""Text search's CLIP descriptor: loaded from a folder or the cache, computed at ingest, backfilled.
 
 The tests build a tiny CLIP (random weights, a small config, a tokenizer made from a few words)
-and save it with save_pretrained, the way a user provides a real model offline.
+and save it with save_pretrained, the way a user provides a real model offline. Fetching a hub
+model on first use is tested against a real HTTP server in tests/test_weights.py.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def test_a_hub_id_missing_from_the_cache_is_one_sentence_saying_how_to_provide_i
     with pytest.raises(TextSearchUnavailable) as caught:
         resolve_model("openai/clip-vit-base-patch32", tmp_path / "empty-cache")
     message = str(caught.value)
-    assert "openai/clip-vit-base-patch32" in message and "never downloaded" in message
+    assert "openai/clip-vit-base-patch32" in message and "local Hugging Face cache" in message
     assert "IMGSEARCH_TEXT__MODEL" in message and "save_pretrained" in message
     assert "\n" not in message
 
@@ -362,6 +363,8 @@ def test_without_text_search_the_command_exits_non_zero_with_one_sentence(tmp_pa
         "PATH": str(Path(sys.executable).parent),
         "IMGSEARCH_DATA_DIR": str(tmp_path / "data"),
         "IMGSEARCH_EMBED__WEIGHTS": "random",
+        "IMGSEARCH_TEXT__ENABLED": "false",
+        "IMGSEARCH_VERDICT__SSCD_WEIGHTS": "off",
         "IMGSEARCH_LOG_LEVEL": "WARNING",
     }
     result = subprocess.run(

@@ -1,4 +1,7 @@
-"""SSCD descriptor: found where configured, refused with a clear sentence, 512-d unit vectors."""
+"""SSCD descriptor: found where configured, refused with a clear sentence, 512-d unit vectors.
+
+Fetching it on first use is tested against a real HTTP server in tests/test_weights.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from embed import model as model_module
-from embed import onnx, sscd
+from embed import onnx, sscd, weights
 from embed.sscd import (
     DIM,
     SSCD_FILE,
@@ -23,7 +26,7 @@ from embed.sscd import (
     load_sscd,
     preprocess,
 )
-from tests.conftest import draw_image
+from tests.conftest import OFFLINE_URL, draw_image
 
 # The tests script their own models; TorchScript is deprecated in torch 2.12 but is SSCD's format.
 pytestmark = pytest.mark.filterwarnings(
@@ -69,6 +72,7 @@ def _fresh_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Each test sees an empty per-process cache and its own empty torch hub folder."""
     monkeypatch.setitem(model_module._cache, SscdEncoder, {})  # type: ignore[misc]
     monkeypatch.setattr(sscd, "_off_logged", set())
+    monkeypatch.setattr(weights, "_failed", {})
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
 
 
@@ -91,24 +95,34 @@ def test_the_file_in_the_torch_hub_cache_is_found_and_loaded(tmp_path: Path) -> 
     assert load_sscd("") is encoder  # built once per process
 
 
-def test_an_empty_cache_turns_the_layer_off_and_says_how_to_enable_it(
+def test_an_empty_cache_that_cannot_be_filled_turns_the_layer_off_and_says_how_to_enable_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="embed.sscd"):
-        assert find_sscd_weights("") is None
-        assert load_sscd("") is None
-        assert load_sscd("") is None
+        assert load_sscd("", base_url=OFFLINE_URL) is None
+        assert load_sscd("", base_url=OFFLINE_URL) is None
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1  # said once, not per image
     assert "IMGSEARCH_VERDICT__SSCD_WEIGHTS" in messages[0]
+    assert f"{OFFLINE_URL}/{SSCD_FILE}" in messages[0]
     assert str(tmp_path / "hub" / "checkpoints") in messages[0]
-    assert not (tmp_path / "hub").exists()  # nothing was downloaded or created
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    assert not (checkpoints / SSCD_FILE).exists()  # nothing was downloaded
+    assert list(checkpoints.glob("*.part")) == []
+
+
+def test_the_default_fetches_from_the_authors_url_with_the_pinned_checksum() -> None:
+    assert sscd.SSCD_URL.endswith(f"//dl.fbaipublicfiles.com/sscd-copy-detection/{SSCD_FILE}")
+    assert sscd.SSCD_PIN.size == 98_791_638
+    assert sscd.SSCD_PIN.sha256 == (
+        "9f26bd4c848cc19b73d2ae92eea6e04886f61a7b764ceb7a13aeee62e6a6db56"
+    )
 
 
 def test_off_turns_the_layer_off_even_with_a_cached_file(tmp_path: Path) -> None:
     save_scripted(TinySscd(), tmp_path / "hub" / "checkpoints" / SSCD_FILE)
-    assert find_sscd_weights("off") is None
-    assert load_sscd(" OFF ") is None
+    assert find_sscd_weights("off", OFFLINE_URL) is None
+    assert load_sscd(" OFF ", base_url=OFFLINE_URL) is None
 
 
 def test_a_configured_path_or_its_folder_is_used(tiny_file: Path) -> None:

@@ -29,7 +29,10 @@ class SscdDescriptor(ModelDescriptor, CopyLayer):
     @classmethod
     def load_model(cls, settings: Settings, device: str) -> SscdEncoder | None:
         """The model when its weights are configured or cached; None when the layer is off."""
-        return load_sscd(settings.verdict.sscd_weights, device, settings.embed.runtime)
+        verdict = settings.verdict
+        return load_sscd(
+            verdict.sscd_weights, device, settings.embed.runtime, base_url=verdict.sscd_base_url
+        )
 
     @classmethod
     def off(cls, settings: VerdictSettings) -> str:
