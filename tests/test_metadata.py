@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -42,7 +43,7 @@ PICTURE = photo("coffee").resize((200, 133))
 
 
 @pytest.fixture(scope="module")
-def signing_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def signing_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     trusted = make_signing("Trusted Newsroom")
     stranger = make_signing("Anyone")
     anchors = tmp_path_factory.mktemp("trust") / "anchors.pem"
@@ -56,7 +57,7 @@ def signing_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
     }
 
 
-def read(data: bytes, content_type: str = "image/jpeg", **settings: object) -> dict[str, object]:
+def read(data: bytes, content_type: str = "image/jpeg", **settings: Any) -> dict[str, Any]:
     return MetadataReader(MetadataSettings(**settings)).read(data, content_type).as_dict()
 
 
@@ -142,8 +143,8 @@ def test_garbage_and_truncated_files_never_raise() -> None:
     assert isinstance(reader.read(cut, "image/jpeg"), Metadata)
 
 
-def test_c2pa_signed_by_a_trust_anchor_reads_trusted(signing_files: dict[str, object]) -> None:
-    found = read(signing_files["trusted"], trust_anchors=str(signing_files["anchors"]))  # type: ignore[arg-type]
+def test_c2pa_signed_by_a_trust_anchor_reads_trusted(signing_files: dict[str, Any]) -> None:
+    found = read(signing_files["trusted"], trust_anchors=str(signing_files["anchors"]))
     c2pa = found["c2pa"]
     assert c2pa == {
         "state": "trusted",
@@ -159,20 +160,20 @@ def test_c2pa_signed_by_a_trust_anchor_reads_trusted(signing_files: dict[str, ob
 
 
 def test_c2pa_by_a_signer_not_in_the_trust_list_reads_valid(
-    signing_files: dict[str, object],
+    signing_files: dict[str, Any],
 ) -> None:
     for anchors in ("", str(signing_files["anchors"])):
-        found = read(signing_files["untrusted"], trust_anchors=anchors)  # type: ignore[arg-type]
-        assert found["c2pa"]["state"] == "valid"  # type: ignore[index]
-        assert found["c2pa"]["errors"] == []  # type: ignore[index]
+        found = read(signing_files["untrusted"], trust_anchors=anchors)
+        assert found["c2pa"]["state"] == "valid"
+        assert found["c2pa"]["errors"] == []
         assert found["ai_generated"] is False  # a camera capture, as its action says
 
 
 def test_c2pa_tampered_after_signing_reads_invalid_and_warns(
-    signing_files: dict[str, object],
+    signing_files: dict[str, Any],
 ) -> None:
     reader = MetadataReader(MetadataSettings(trust_anchors=str(signing_files["anchors"])))
-    metadata = reader.read(signing_files["tampered"], "image/jpeg")  # type: ignore[arg-type]
+    metadata = reader.read(signing_files["tampered"], "image/jpeg")
     assert metadata.c2pa is not None and metadata.c2pa.state == "invalid"
     assert "assertion.dataHash.mismatch" in metadata.c2pa.errors
     codes = [w.code for w in warnings_for(metadata)]
@@ -209,7 +210,7 @@ def test_captured_after_published_allows_for_time_zones(
     captured: str, published: str, warns: bool
 ) -> None:
     metadata = Metadata(captured_at=captured)
-    timeline = [
+    timeline: list[dict[str, Any]] = [
         {"published_at": None, "first_seen": "2024-09-01T00:00:00Z", "source": "late"},
         {"published_at": published, "source": "Wire"},
     ]
@@ -249,9 +250,9 @@ def test_a_copy_whose_capture_date_is_after_the_first_publication_warns(catalog:
     copy = camera_file(photo("chelsea").resize((400, 300)), "2024:06:20 10:00:00")
     answer = catalog.search.search_bytes(copy, top_k=3).as_check("later.jpg")
     assert answer["verdict"] == "copy"
-    assert answer["metadata"]["captured_at"] == "2024-06-20T10:00:00+02:00"  # type: ignore[index]
-    assert [w["code"] for w in answer["warnings"]] == [CAPTURED_AFTER_PUBLISHED]  # type: ignore[union-attr]
-    assert "2024-05-07" in answer["warnings"][0]["message"]  # type: ignore[index]
+    assert answer["metadata"]["captured_at"] == "2024-06-20T10:00:00+02:00"
+    assert [w["code"] for w in answer["warnings"]] == [CAPTURED_AFTER_PUBLISHED]
+    assert "2024-05-07" in answer["warnings"][0]["message"]
     # the same capture date as the original's: no warning
     same = camera_file(photo("chelsea").resize((400, 300)), "2024:05:06 07:08:09")
     assert catalog.search.search_bytes(same, top_k=3).as_check("same.jpg")["warnings"] == []
