@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import OFFLINE_URL, free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's build; `make browser` installs it (Playwright cannot)
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +40,8 @@ def served(data_dir: Path, log: Path | None = None) -> Iterator[str]:
         IMGSEARCH_DATA_DIR=str(data_dir),
         IMGSEARCH_EMBED__WEIGHTS="random",
         IMGSEARCH_EMBED__DEVICE="cpu",
+        IMGSEARCH_VERDICT__SSCD_BASE_URL=OFFLINE_URL,
+        IMGSEARCH_TEXT__BASE_URL=OFFLINE_URL,
     )
     with log.open("wb") if log else open(os.devnull, "wb") as out:
         process = subprocess.Popen(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.conftest import image_bytes
+from tests.conftest import OFFLINE_URL, image_bytes
 
 BIN = Path(sys.executable).parent
 IMGSEARCH = str(BIN / "imgsearch")
@@ -38,6 +38,9 @@ def child_env(data_dir: Path, folder: Path | None = None, **settings: str) -> di
             "PYTHONUNBUFFERED": "1",
             "IMGSEARCH_DATA_DIR": str(data_dir),
             "IMGSEARCH_EMBED__WEIGHTS": "random",
+            # model files are fetched from nowhere: a test never reaches the internet
+            "IMGSEARCH_VERDICT__SSCD_BASE_URL": OFFLINE_URL,
+            "IMGSEARCH_TEXT__BASE_URL": OFFLINE_URL,
             "IMGSEARCH_EMBED__DEVICE": "cpu",
             "IMGSEARCH_EMBED__BATCH_SIZE": "4",
             "IMGSEARCH_WORKER__RETRY_BACKOFF_S": "0",

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from app.bench import KEYS, photo_like
+from tests.conftest import OFFLINE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +22,8 @@ def bench(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
         IMGSEARCH_DATA_DIR=str(tmp_path / "data"),
         IMGSEARCH_EMBED__WEIGHTS="random",
         IMGSEARCH_EMBED__DEVICE="cpu",
+        IMGSEARCH_VERDICT__SSCD_BASE_URL=OFFLINE_URL,
+        IMGSEARCH_TEXT__BASE_URL=OFFLINE_URL,
         IMGSEARCH_LOG_LEVEL="WARNING",
         TMPDIR=str(tmp_path),
     )

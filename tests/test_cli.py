@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import image_bytes, make_settings, open_catalog
+from tests.conftest import OFFLINE_URL, image_bytes, make_settings, open_catalog
 
 IMGSEARCH = [sys.executable, "-m", "app.cli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +20,8 @@ def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProc
         IMGSEARCH_DATA_DIR=str(data_dir),
         IMGSEARCH_EMBED__WEIGHTS="random",
         IMGSEARCH_EMBED__BATCH_SIZE="4",
+        IMGSEARCH_VERDICT__SSCD_BASE_URL=OFFLINE_URL,
+        IMGSEARCH_TEXT__BASE_URL=OFFLINE_URL,
         IMGSEARCH_LOG_LEVEL="WARNING",
         **env,
     )

@@ -62,5 +62,15 @@ def create_api(
     install_failures(app, limit_mb, routers)
     for router in routers:
         app.include_router(router)
-    install_openapi(app, text=settings.text.enabled)
+    context = app.state.context
+
+    def text_loaded() -> bool | None:
+        """Whether the text model loaded (it may be off for want of its files); None: loading."""
+        if not settings.text.enabled:
+            return False
+        if context.loading():
+            return None
+        return context.runtime().clip is not None
+
+    install_openapi(app, text=text_loaded)
     return app

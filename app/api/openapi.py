@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -108,24 +109,27 @@ def json_search(body: dict[str, Any], text: bool) -> dict[str, Any]:
     return body
 
 
-def install_openapi(app: FastAPI, *, text: bool) -> None:
+def install_openapi(app: FastAPI, *, text: Callable[[], bool | None]) -> None:
     """Document the bodies of /search (JSON or multipart), /check and /images (multipart).
 
     The schema says what this server accepts: `text` only where a text model is loaded, at
     least one example, text combined with catalog ids only, dates as ISO 8601, images as files
-    of the types the decoder reads.
+    of the types the decoder reads. `text()` says whether a text model is loaded (None while
+    the models are still loading: that schema is answered but not kept).
     """
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
+        loaded = text()
+        accepts_text = bool(loaded)
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         body = SearchBody.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
-        components["SearchBody"] = json_search(body, text)
+        components["SearchBody"] = json_search(body, accepts_text)
         filters = components["FilterBody"]["properties"]
         for name in ("since", "until"):
             filters[name] = {"anyOf": [{"type": "string", **DATE}, {"type": "null"}]}
@@ -134,15 +138,17 @@ def install_openapi(app: FastAPI, *, text: bool) -> None:
             "required": True,
             "content": {
                 **_form(
-                    search_form(text),
-                    rules=_example_rules(text=text, lists=("image", "url", "positive")),
+                    search_form(accepts_text),
+                    rules=_example_rules(text=accepts_text, lists=("image", "url", "positive")),
                 ),
                 "application/json": {"schema": {"$ref": "#/components/schemas/SearchBody"}},
             },
         }
         paths["/check"]["post"]["requestBody"] = {
             "required": True,
-            "content": _form({"image": FILE, "top_k": search_form(text)["top_k"]}, ["image"]),
+            "content": _form(
+                {"image": FILE, "top_k": search_form(accepts_text)["top_k"]}, ["image"]
+            ),
         }
         captions = {name: {"type": "string"} for name in CAPTION_FIELDS}
         captions["published_at"] = {"type": "string", **DATE}
@@ -150,7 +156,8 @@ def install_openapi(app: FastAPI, *, text: bool) -> None:
             "required": True,
             "content": _form({"image": FILE, **captions}, ["image"]),
         }
-        app.openapi_schema = schema
+        if loaded is not None:
+            app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
