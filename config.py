@@ -234,6 +234,20 @@ class ApiSettings(BaseModel):
     token: SecretStr | None = None
 
 
+class AlertsSettings(BaseModel):
+    """Alerts when a banked picture turns up: the webhooks they are sent to, and the retries."""
+
+    # Webhook URLs (a JSON list); each gets every new alert, Slack-compatible (`text`) plus the
+    # structured alert. Private or loopback hosts need IMGSEARCH_FETCH__ALLOWED_PRIVATE_HOSTS.
+    webhooks: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=10.0, gt=0)
+    # A failed delivery is retried after backoff_s, then twice as long each time (capped).
+    backoff_s: float = Field(default=2.0, ge=0)
+    max_backoff_s: float = Field(default=3600.0, ge=0)
+    # How long a command or run keeps retrying before it leaves the rest to the next one.
+    linger_s: float = Field(default=20.0, ge=0)
+
+
 class AwsSettings(BaseModel):
     """Deployment to the user's own AWS account (ECR + EC2 + S3)."""
 
@@ -282,6 +296,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     app: AppSettings = Field(default_factory=AppSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
 
     @field_validator("data_dir")

@@ -443,10 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_catalog_commands(sub)
     add_operation_commands(sub)
     # Subcommand groups that live with their feature.
-    from app import bench, evaluate, fuzz, worker
+    from app import banks_cli, bench, evaluate, fuzz, worker
     from aws import cli as aws_cli
 
     registers = (
+        banks_cli.register,
         bench.register,
         evaluate.register,
         fuzz.register,

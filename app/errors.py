@@ -18,6 +18,7 @@ from embed.sscd import SscdUnavailable
 from ingest.manual import ManualAddError
 from ingest.pipeline import RunInProgress
 from ingest.sources import SourceConfigError
+from search.banks import BankError, UnknownEntry
 from search.query import FetchFailed, QueryError, UnknownImage
 from store.images import StoreError
 from store.index import BadFilter, IndexUnavailable
@@ -58,9 +59,9 @@ class Outcome:
 # Most specific first: the first row whose kinds match decides.
 OUTCOMES: tuple[Outcome, ...] = (
     Outcome((DecodeError,), 400, _not_an_image),
-    Outcome((UnknownImage,), 404),
+    Outcome((UnknownImage, UnknownEntry), 404),
     Outcome((FetchFailed,), 400),
-    Outcome((QueryError, BadFilter, ManualAddError, SourceConfigError), 422),
+    Outcome((QueryError, BadFilter, ManualAddError, SourceConfigError, BankError), 422),
     Outcome((RunInProgress,), 409),
     Outcome((TextSearchUnavailable,), 503),
     Outcome(

@@ -11,6 +11,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from ingest.alerts import known_fake
+from search.banks import BankMatch
 from search.changes import Changes
 from search.service import Match, SearchResult
 from search.verdict import Verdict
@@ -79,6 +81,16 @@ def verdict_line(verdict: Verdict, changes: Changes | None = None) -> str:
     return f"{line} {where}" if where else line
 
 
+def bank_line(match: BankMatch) -> str:
+    """ "Known fake: in bank debunked, NOTE, LINK (edited copy: 12 of 256 hash bits differ)." """
+    return f"{known_fake(match.bank, match.note, match.link)} ({match.evidence.text})."
+
+
+def bank_lines(result: SearchResult) -> list[str]:
+    """One line per bank the picture is in, shown above the verdict."""
+    return [bank_line(match) for match in result.banks]
+
+
 def score_name(result: SearchResult) -> str:
     """ "score" for similarities, "distance" for distances."""
     return "score" if result.higher_is_better else "distance"
@@ -136,7 +148,8 @@ def metadata_rows(metadata: Mapping[str, Any]) -> list[tuple[str, str]]:
 def verdict_text(name: str, result: SearchResult) -> list[str]:
     """The verdict as lines: the sentence, each member's evidence, the timeline, skipped layers."""
     verdict = result.verdict
-    lines = [f"{name}: {verdict_line(verdict, result.changes)}"]
+    lines = [f"{name}: {line}" for line in bank_lines(result)]
+    lines.append(f"{name}: {verdict_line(verdict, result.changes)}")
     lines.extend(f"    warning ({w.code}): {w.message}" for w in result.warnings)
     for region in result.changes.regions if result.changes else ():
         x0, y0, x1, y1 = region.box

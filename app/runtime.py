@@ -25,13 +25,16 @@ from embed.descriptors import (
 from embed.encoder import Encoder
 from embed.metadata import MetadataReader
 from embed.sscd import SscdEncoder
+from ingest.alerts import AlertStore
 from ingest.items import Source
 from ingest.pipeline import Pipeline
 from ingest.sources import adhoc_source, make_source
 from ingest.state import StateStore
+from search.alerts import Alerts
+from search.banks import Banks
 from search.catalog import Catalog
 from search.service import SearchService
-from store.factory import open_index
+from store.factory import open_bank_index, open_index
 from store.images import ImageStore, make_image_store
 from store.index import VectorIndex
 
@@ -51,6 +54,35 @@ class Runtime:
     def index(self) -> VectorIndex:
         """The vector index (opening it takes the embedded folder's lock)."""
         return open_index(self.settings, specs(self.settings))
+
+    @cached_property
+    def bank_index(self) -> VectorIndex:
+        """The banks' vector index (a second collection with the catalog's vectors)."""
+        return open_bank_index(self.settings, specs(self.settings))
+
+    @cached_property
+    def banks(self) -> Banks:
+        """The banks of known pictures (their vectors checked against this process's models)."""
+        descriptors = self.descriptors
+        self.bank_index.check_labels(descriptors.labels, self.accept_relabel)
+        return Banks(self.bank_index, self.images, descriptors, self.settings)
+
+    @cached_property
+    def alert_store(self) -> AlertStore:
+        """Alerts and their outbox, in the state database."""
+        return AlertStore(self.settings.state_db)
+
+    @cached_property
+    def alerts(self) -> Alerts:
+        """Finds, records and delivers alerts (the pipeline's watcher)."""
+        return Alerts(
+            self.settings,
+            self.banks,
+            self.index,
+            self.search.detector,
+            self.images,
+            self.alert_store,
+        )
 
     @cached_property
     def images(self) -> ImageStore:
@@ -99,7 +131,13 @@ class Runtime:
     def pipeline(self) -> Pipeline:
         """The ingestion pipeline."""
         return Pipeline(
-            self.settings, self.index, self.images, self.descriptors, self.state, self.metadata
+            self.settings,
+            self.index,
+            self.images,
+            self.descriptors,
+            self.state,
+            self.metadata,
+            watcher=self.alerts,
         )
 
     @cached_property
@@ -113,6 +151,7 @@ class Runtime:
             self.settings.fetch,
             self.settings.decode,
             self.metadata,
+            banks=self.banks,
         )
 
     @cached_property
@@ -151,6 +190,10 @@ class Runtime:
             self.__dict__.pop("search").close()
         if "index" in self.__dict__:
             self.__dict__.pop("index").close()
+        if "bank_index" in self.__dict__:
+            self.__dict__.pop("bank_index").close()
+        if "alert_store" in self.__dict__:
+            self.__dict__.pop("alert_store").close()
         if "state" in self.__dict__:
             self.__dict__.pop("state").close()
 

@@ -16,13 +16,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from tqdm import tqdm
 
 from config import Settings
@@ -57,6 +58,18 @@ T = TypeVar("T")
 
 class RunInProgress(RuntimeError):
     """Another ingestion run holds the run lock."""
+
+
+class Watcher(Protocol):
+    """Told of the images each batch adds (the banks' alerts), and when a run has ended."""
+
+    def added(
+        self, stored: Sequence[Stored], vectors: Sequence[Mapping[str, np.ndarray]]
+    ) -> object:
+        """Called after a batch's points are upserted."""
+
+    def finished(self) -> object:
+        """Called once a run that was not stopped has been recorded."""
 
 
 @contextmanager
@@ -171,8 +184,10 @@ class Pipeline:
         descriptors: Descriptors,
         state: StateStore,
         metadata: MetadataReader | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.settings = settings
+        self.watcher = watcher
         self.index = index
         self.images = images
         self.descriptors = descriptors
@@ -243,6 +258,8 @@ class Pipeline:
                 self.state.finish_run(run_id, report)
                 self._run_id = None
                 log.info("ingest run %s %s: %s", run_id, report.status, report.summary())
+        if not stop.is_set():
+            self._watch(lambda w: w.finished())
         return report
 
     def reconcile(self) -> int:
@@ -478,6 +495,7 @@ class Pipeline:
             self._index_write(
                 upsert, fresh, vectors, self.descriptors.labels, self.index, self.state
             )
+            self._watch(lambda w: w.added(fresh, vectors))
         for follower in again + batch.followers:
             # The same image under another key: its point has landed, so it is seen now.
             item = follower.item
@@ -491,6 +509,15 @@ class Pipeline:
         counts.duplicate += len(again)
         batch.stored.clear()
         batch.followers.clear()
+
+    def _watch(self, call: Callable[[Watcher], object]) -> None:
+        """Tell the watcher; its failure is logged and never stops the run."""
+        if self.watcher is None:
+            return
+        try:
+            call(self.watcher)
+        except Exception:
+            log.exception("the ingestion watcher (bank alerts) failed; the run goes on")
 
     def _index_write(self, operation: Callable[..., T], *args: object) -> T:
         """Run an index operation, trying again with backoff while the index does not answer."""

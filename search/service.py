@@ -25,6 +25,7 @@ from embed.descriptors import CLIP, IMAGE, PDQ, Descriptors, hamming_of, needed_
 from embed.metadata import Metadata, MetadataReader
 from ingest.http import Downloader
 from ingest.items import FetchError
+from search.banks import BankMatch, Banks
 from search.changes import FIT_SIDE, Changes, what_changed
 from search.provenance import Caution, warnings_for
 from search.query import Examples, FetchFailed, Query, QueryError, UnknownImage, build_query
@@ -89,6 +90,7 @@ class SearchResult:
     changes: Changes | None = None  # an edited copy: what differs from its original
     metadata: Metadata | None = None  # what the query file says about itself
     warnings: list[Caution] = field(default_factory=list)  # search/provenance.py
+    banks: list[BankMatch] = field(default_factory=list)  # banked pictures it is (search/banks.py)
 
     @property
     def in_catalog(self) -> bool:
@@ -104,6 +106,7 @@ class SearchResult:
             "higher_is_better": self.higher_is_better,
         }
         if self.has_verdict:
+            out["banks"] = [b.as_dict() for b in self.banks]
             out["verdict"] = self.verdict.kind
             out["sha256"] = self.query_sha256
             out["changes"] = self.changes.as_dict() if self.changes else None
@@ -116,6 +119,7 @@ class SearchResult:
         original = self.verdict.original
         return {
             "file": file,
+            "banks": [b.as_dict() for b in self.banks],
             "sha256": self.query_sha256,
             "verdict": self.verdict.kind,
             "original": (
@@ -158,8 +162,10 @@ class SearchService:
         fetch: FetchSettings | None = None,
         decode: DecodeSettings | None = None,
         metadata: MetadataReader | None = None,
+        banks: Banks | None = None,
     ) -> None:
         self.index = index
+        self.banks = banks  # every one-image query is matched against them too
         self.images = images
         self.descriptors = descriptors
         self.detector = CopyDetector(index, images, descriptors, verdict or VerdictSettings())
@@ -329,16 +335,17 @@ class SearchService:
     ) -> SearchResult:
         """The verdict for an already decoded image, and the catalog ranked by similarity."""
 
-        def rank() -> list[Hit]:
+        def rank() -> tuple[np.ndarray, list[Hit]]:
             vector = self.descriptors[IMAGE].query_vectors(image.image)[0]
-            return self.index.query(
+            return vector, self.index.query(
                 vector, using=IMAGE, top_k=top_k, threshold=threshold, where=where, offset=offset
             )
 
         # The model runs (in torch, without the GIL) while the hash layers run here.
         similar = self._pool.submit(rank)
-        verdict = self.detector.check(image, similar.result)
-        hits = similar.result()
+        verdict = self.detector.check(image, lambda: similar.result()[1])
+        vector, hits = similar.result()
+        banked = self.banks.match(image, vector) if self.banks is not None else []
         exact_id = point_id(image.sha256)
         members = {m.id: m for m in verdict.members}
         exact = (
@@ -360,6 +367,7 @@ class SearchService:
             cards=self.fold(matches),
             higher_is_better=self.index.specs[IMAGE].higher_is_better,
             offset=offset,
+            banks=banked,
         )
 
     def fold(self, matches: list[Match]) -> list[Card]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from config import Settings
+from config import QdrantSettings, Settings
 from store.client import open_local_mode_index, open_server_index
 from store.edge import open_edge_index
 from store.index import VectorIndex, VectorSpec
@@ -31,6 +31,28 @@ def open_index(settings: Settings, specs: Sequence[VectorSpec]) -> VectorIndex:
         hnsw_after=q.hnsw_after,
         quantization=q.quantization == "int8",
     )
+
+
+def open_bank_index(settings: Settings, specs: Sequence[VectorSpec]) -> VectorIndex:
+    """Open the banks' index: the same engine and vectors as the catalog, its own collection
+    (`<collection>_banks` on a server, the embedded folder DATA_DIR/banks)."""
+    q = settings.qdrant
+    if q.url:
+        return open_server_index(q.model_copy(update={"collection": bank_collection(q)}), specs)
+    return open_local_index(
+        settings.data_dir / "banks",
+        bank_collection(q),
+        specs,
+        upsert_batch=q.upsert_batch,
+        engine=q.engine,
+        hnsw_after=q.hnsw_after,
+        quantization=q.quantization == "int8",
+    )
+
+
+def bank_collection(q: QdrantSettings) -> str:
+    """The banks' collection name beside the catalog's."""
+    return f"{q.collection}_banks"
 
 
 def open_local_index(
