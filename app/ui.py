@@ -1,15 +1,16 @@
 """Streamlit UI, the entry script `imgsearch serve` runs: the pages and what they share.
 
 Search (examples, URL, text, filters, verdict, More like this), Catalog (charts, browse, record,
-takedown), Add (one image by hand) and Ingestion (runs, Run now, quarantine). Only the page shown
-renders; the page modules hold widgets and layout, the core does the work.
+takedown), Add (one image by hand), Ingestion (runs, Run now, quarantine), Banks (known
+pictures: entries, add, remove) and Alerts (banked pictures found in the catalog). Only the
+page shown renders; the page modules hold widgets and layout, the core does the work.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import ui_add, ui_catalog, ui_runs, ui_search
+from app import ui_add, ui_banks, ui_catalog, ui_runs, ui_search
 from app.errors import KNOWN, describe
 from app.ui_common import PAGES, log, runtime_for
 from config import get_settings
@@ -62,6 +63,18 @@ def main() -> None:
             title="Ingestion",
             icon=":material/schedule:",
             url_path="ingestion",
+        ),
+        "banks": st.Page(
+            lambda: ui_banks.page(runtime),
+            title="Banks",
+            icon=":material/gpp_bad:",
+            url_path="banks",
+        ),
+        "alerts": st.Page(
+            lambda: ui_banks.alerts_page(runtime),
+            title="Alerts",
+            icon=":material/notifications:",
+            url_path="alerts",
         ),
     }
     PAGES.update(pages)

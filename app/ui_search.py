@@ -17,6 +17,7 @@ from app.errors import KNOWN, sentence
 from app.present import (
     NO_MATCHES,
     NOT_IN_CATALOG,
+    bank_lines,
     evidence_line,
     kind_of,
     match_mark,
@@ -269,6 +270,8 @@ def verdict(runtime: Runtime, preview: Image.Image, result: SearchResult) -> Non
     original = found.original
     first = found.first_published
     caption = f"Your image ({result.query_width} x {result.query_height})"
+    for line in bank_lines(result):  # what the desk already decided comes first
+        st.error(f"**{md(line)}**", icon="🚫")
     for warning in result.warnings:
         st.warning(f"**Warning:** {md(warning.message)}", icon="⚠️")
     if original is None:

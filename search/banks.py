@@ -173,7 +173,7 @@ class Banks:
         file: str = "",
     ) -> Added:
         """Bank one picture (DecodeError if it is not one); a picture already banked gains the
-        membership (or, in the same bank, the new note and link)."""
+        membership (or, in the same bank, the note and link given, keeping who added it when)."""
         check_bank(bank)
         decoded = decode_image(
             data, max_pixels=self.settings.decode.max_pixels, fit=ingest_fit(self.settings)
@@ -182,6 +182,15 @@ class Banks:
         member = Membership(bank, note.strip(), link.strip(), added_by.strip(), iso(utcnow()))
         found = self.index.get([pid])
         if found:
+            before = Entry(pid, found[0].payload).membership(bank)
+            if before is not None:  # banked here already: a new note or link replaces the old
+                member = Membership(
+                    bank,
+                    member.note or before.note,
+                    member.link or before.link,
+                    before.added_by,
+                    before.added_at,
+                )
             kept = [m for m in memberships(found[0].payload) if m.bank != bank]
             payload = {**found[0].payload, "banks": [m.as_dict() for m in [*kept, member]]}
             self.index.set_payload(pid, {"banks": payload["banks"]})

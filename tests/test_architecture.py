@@ -12,7 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("app", "embed", "ingest", "store", "search", "aws")
 # Modules that draw the page (and the server that runs it): the only ones that may use Streamlit.
-PAGE = {"app.ui", "app.ui_common", "app.ui_search", "app.ui_catalog", "app.ui_add", "app.ui_runs"}
+PAGE = {
+    "app.ui",
+    "app.ui_common",
+    "app.ui_search",
+    "app.ui_catalog",
+    "app.ui_add",
+    "app.ui_runs",
+    "app.ui_banks",
+}
 PAGE_SERVER = {"app.server"}
 
 

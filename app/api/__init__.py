@@ -1,11 +1,11 @@
 """The HTTP API under /api, served with the UI on one port by one process (`imgsearch serve`).
 
 FastAPI routers over the same application layer as the page and the CLI: search.py (search,
-check), images.py (add, record, files, delete, stats), health.py. Errors are JSON
-`{"error": "one sentence"}` from the one error table (app/errors.py): 400 for a file that is
-not an image, 401/403 for a missing or wrong token on writes, 404 for an unknown id, 405 with
-`Allow`, 413 above the upload limit (limits.py, before the body is read), 422 for a malformed
-request, 503 when the index or the model is unavailable.
+check), images.py (add, record, files, delete, stats), banks.py (banks, entries, alerts),
+health.py. Errors are JSON `{"error": "one sentence"}` from the one error table
+(app/errors.py): 400 for a file that is not an image, 401/403 for a missing or wrong token on
+writes, 404 for an unknown id, 405 with `Allow`, 413 above the upload limit (limits.py, before
+the body is read), 422 for a malformed request, 503 when the index or the model is unavailable.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from app.api import health, images, search
+from app.api import banks, health, images, search
 from app.api.deps import ApiContext
 from app.api.failures import install_failures
 from app.api.limits import MULTIPART_SLACK, BodyLimit, too_large_sentence
@@ -58,7 +58,7 @@ def create_api(
         limit=limit_mb * 1024 * 1024 + MULTIPART_SLACK,
         sentence=too_large_sentence(limit_mb),
     )
-    routers = (search.router, images.router, health.router)
+    routers = (search.router, images.router, banks.router, health.router)
     install_failures(app, limit_mb, routers)
     for router in routers:
         app.include_router(router)

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.banks import ENTRY_FIELDS
 from app.api.forms import IMAGE_TYPES
 from app.api.images import CAPTION_FIELDS
 from app.api.schemas import DATE, EXAMPLE, ID_PATTERN, SOME_TEXT, URL_PATTERN, SearchBody
@@ -155,6 +156,14 @@ def install_openapi(app: FastAPI, *, text: Callable[[], bool | None]) -> None:
         paths["/images"]["post"]["requestBody"] = {
             "required": True,
             "content": _form({"image": FILE, **captions}, ["image"]),
+        }
+        entry = {name: {"type": "string"} for name in ENTRY_FIELDS}
+        paths["/banks/{bank}/entries"]["post"]["requestBody"] = {
+            "required": True,
+            "content": _form(
+                {"image": FILE, "image_id": {"type": "string", "format": "uuid"}, **entry},
+                rules={"oneOf": [{"required": ["image"]}, {"required": ["image_id"]}]},
+            ),
         }
         if loaded is not None:
             app.openapi_schema = schema
