@@ -4,7 +4,8 @@ Copies with one local manipulation (`search.local_edits`) must get their region 
 boxes cover at least half of the true region and add at most 1.5x its area elsewhere. The
 whole-picture edits of the copy benchmark (`search.edits`) must box no more than 2% of the
 picture. Photos are scikit-image's bundled ones (a dev dependency), split once and for all into
-a TUNE set, that the thresholds were chosen on, and a HELD_OUT set, that they are reported on.
+a TUNE set, that the thresholds were chosen on, and a HELD_OUT set, that they are reported on;
+or every photo in a folder (`imgsearch eval changes DIR`), for pictures nobody tuned on.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -48,6 +52,9 @@ HELD_OUT: Final = (
     "cell",
     "colorwheel",
 )
+# A folder's photos are shrunk to this long side first, as a picture shared on the web is.
+FOLDER_SIDE: Final = 1600
+PHOTO_SUFFIXES: Final = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
 MIN_COVER: Final = 0.5
 MAX_EXTRA: Final = 1.5
 MAX_FALSE_SHARE: Final = 0.02
@@ -60,6 +67,23 @@ def skimage_photo(name: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+def folder_photos(folder: Path) -> dict[str, Image.Image]:
+    """Every photo in the folder (not recursive), RGB, no longer than FOLDER_SIDE, by file name."""
+    photos: dict[str, Image.Image] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in PHOTO_SUFFIXES:
+            continue
+        try:
+            with Image.open(path) as image:
+                picture = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            print(f"{path.name} is left out: not a readable image ({exc}).", file=sys.stderr)
+            continue
+        picture.thumbnail((FOLDER_SIDE, FOLDER_SIDE), Image.Resampling.LANCZOS)
+        photos[path.name] = picture
+    return photos
 
 
 def boxed(changes: Changes | None, truth: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
@@ -82,9 +106,9 @@ def _decode(data: bytes) -> Image.Image:
         return image.convert("RGB")
 
 
-def evaluate_changes(photos: tuple[str, ...], seeds: int) -> dict[str, Any]:
+def evaluate_changes(images: Mapping[str, Image.Image], seeds: int) -> dict[str, Any]:
     """The two rates on these photos: local manipulations boxed, whole-picture edits boxing >2%."""
-    images = {name: skimage_photo(name) for name in photos}
+    photos = tuple(images)
     local: dict[str, dict[str, int]] = {name: {"found": 0, "of": 0} for name in MANIPULATIONS}
     missed: list[str] = []
     started = time.perf_counter()
@@ -154,8 +178,20 @@ def print_changes(figures: dict[str, Any], title: str) -> None:
 def cmd_eval_changes(args: argparse.Namespace, settings: Settings) -> int:
     """Print the what-changed figures on the held-out photos (and the tuning ones with --tune)."""
     sets: list[tuple[str, tuple[str, ...]]] = [("tune", TUNE)] if args.tune else []
-    sets.append(("held-out", HELD_OUT))
-    figures = {title: evaluate_changes(photos, args.seeds) for title, photos in sets}
+    if args.folder is None:
+        sets.append(("held-out", HELD_OUT))
+    figures = {
+        title: evaluate_changes({name: skimage_photo(name) for name in names}, args.seeds)
+        for title, names in sets
+    }
+    if args.folder is not None:
+        photos = folder_photos(Path(args.folder))
+        if len(photos) < 2:
+            print(
+                f"{args.folder} holds fewer than two photos: nothing to compare.", file=sys.stderr
+            )
+            return 2
+        figures[str(args.folder)] = evaluate_changes(photos, args.seeds)
     if args.json:
         print(json.dumps(figures))
         return 0
@@ -168,6 +204,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
     """Add `eval changes` to the eval command group."""
     p = kinds.add_parser(
         "changes", help="the what-changed map on scikit-image's photos (needs scikit-image)"
+    )
+    p.add_argument(
+        "folder",
+        nargs="?",
+        help="a folder of photos to report on instead of scikit-image's held-out ones",
     )
     p.add_argument("--seeds", type=int, default=2, help="variants of each edit per photo")
     p.add_argument(

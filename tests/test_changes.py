@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,27 @@ def test_eval_changes_prints_both_rates(
     assert sum(r["of"] for r in held_out["whole"].values()) == 14
     assert held_out["local_boxed"] >= 0.8
     assert held_out["whole_false"] == 0.0
+
+
+def test_eval_changes_reports_on_a_folder_of_photos_and_leaves_out_broken_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("coffee", "rocket"):
+        photo(name).resize((300, 200)).save(folder / f"{name}.jpg", quality=92)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
+    (folder / "notes.txt").write_text("not a photo")
+    assert main(["eval", "changes", str(folder), "--seeds", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert list(figures) == [str(folder)]  # the folder instead of the held-out photos
+    result = figures[str(folder)]
+    assert result["photos"] == ["coffee.jpg", "rocket.jpg"]
+    assert sum(r["of"] for r in result["local"].values()) == 10
+    assert "broken.jpg is left out" in err
+    (folder / "rocket.jpg").unlink()
+    assert main(["eval", "changes", str(folder)]) == 2  # one photo: nothing to compare
+    assert "fewer than two photos" in capsys.readouterr().err
