@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from app.bank_bench import add_bench
 from app.present import title_of
 from app.runtime import Runtime
 from config import Settings
@@ -139,6 +140,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("bank", metavar="BANK")
     p.add_argument("entry", metavar="ENTRY", help="the entry's id (`bank list BANK`)")
     p.set_defaults(handler=cmd_bank_remove)
+    add_bench(actions)
 
     p = sub.add_parser("alerts", help="banked pictures found in the catalog, most recent first")
     p.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -14,10 +14,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from store.keys import point_id
 from tests.conftest import photo
 from tests.feed_server import FeedServer
 from tests.subprocesses import IMGSEARCH, child_env, state_count, state_query
+from tests.webhook_server import WebhookServer
 
 NOTE = "Doctored: the desk's fact check has the original"
 LINK = "https://factcheck.example/doctored"
@@ -41,57 +39,13 @@ REPUBLISHED = {
     "chelsea": "resize+caption",
 }
 OTHERS = ("astronaut", "coffee", "rocket", "coins", "retina", "immunohistochemistry")
-MAX_POSTS = 100  # a runaway delivery loop ends in 503s instead of a hung test
-
-
-@dataclass
-class Webhook:
-    """A receiver on 127.0.0.1 that answers 500 to its first POST and 200 to the others."""
-
-    posts: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def acknowledged(self) -> dict[str, int]:
-        """{Idempotency-Key: number of 2xx answers}."""
-        with self.lock:
-            counts: dict[str, int] = {}
-            for key, status, _ in self.posts:
-                if status == 200:
-                    counts[key] = counts.get(key, 0) + 1
-            return counts
 
 
 @pytest.fixture(scope="module")
-def webhook() -> Iterator[tuple[Webhook, str, int]]:
-    hook = Webhook()
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = 10
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            with hook.lock:
-                status = 500 if not hook.posts else 503 if len(hook.posts) > MAX_POSTS else 200
-                hook.posts.append((self.headers.get("Idempotency-Key", ""), status, body))
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    port = int(server.server_address[1])
-    try:
-        yield hook, f"http://127.0.0.1:{port}/hooks/desk", port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def webhook() -> Iterator[WebhookServer]:
+    """The desk's webhook: its first delivery answers 500, the others 200."""
+    with WebhookServer(lambda n: 500 if n == 0 else 200) as server:
+        yield server
 
 
 def png(name: str) -> bytes:
@@ -129,9 +83,8 @@ def alerts(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def test_banks_alert_retroactively_on_ingestion_once_each_and_checks_name_them(
-    tmp_path: Path, webhook: tuple[Webhook, str, int]
+    tmp_path: Path, webhook: WebhookServer
 ) -> None:
-    hook, hook_url, hook_port = webhook
     catalog = tmp_path / "catalog"
     catalog.mkdir()
     held_ids = {}
@@ -152,9 +105,9 @@ def test_banks_alert_retroactively_on_ingestion_once_each_and_checks_name_them(
             data,
             VERDICT__SSCD_WEIGHTS="off",
             TEXT__ENABLED="false",
-            ALERTS__WEBHOOKS=json.dumps([hook_url]),
+            ALERTS__WEBHOOKS=json.dumps([webhook.url]),
             ALERTS__BACKOFF_S="0.2",
-            FETCH__ALLOWED_PRIVATE_HOSTS=json.dumps([server.host_port, f"127.0.0.1:{hook_port}"]),
+            FETCH__ALLOWED_PRIVATE_HOSTS=json.dumps([server.host_port, webhook.host_port]),
         )
         run(env, "ingest", str(catalog), "--quiet")
 
@@ -192,14 +145,14 @@ def test_banks_alert_retroactively_on_ingestion_once_each_and_checks_name_them(
     listed = alerts(env)
     assert len(listed) == 7
     assert {(a["bank"], a["note"], a["link"]) for a in listed} == {("debunked", NOTE, LINK)}
-    acknowledged = hook.acknowledged()
+    acknowledged = webhook.acknowledged()
     assert sorted(acknowledged) == sorted(a["key"] for a in listed)
     assert set(acknowledged.values()) == {1}
-    assert hook.posts[0][1] == 500  # the first delivery failed and was retried
-    assert len(hook.posts) == 8
-    slack = hook.posts[-1][2]
+    assert webhook.posts[0].status == 500  # the first delivery failed and was retried
+    assert len(webhook.posts) == 8
+    slack = webhook.posts[-1].body
     assert slack["text"].startswith(f"Known fake: in bank debunked, {NOTE}, {LINK}")
-    assert slack["alert"]["key"] == hook.posts[-1][0]
+    assert slack["alert"]["key"] == webhook.posts[-1].key
     assert all(d["delivered_at"] for a in listed for d in a["deliveries"])
 
     query = tmp_path / "hubble-shared.jpg"
