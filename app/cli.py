@@ -177,7 +177,7 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
     """Compute missing or outdated descriptors of every catalog image from its stored original."""
     from tqdm import tqdm
 
-    from ingest.reindex import reindex
+    from ingest.reindex import backfill_metadata, reindex
 
     try:
         with (
@@ -192,10 +192,16 @@ def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
                 batch_size=settings.embed.batch_size,
                 progress=bar.update,
             )
+            claims = backfill_metadata(
+                runtime.index, runtime.images, runtime.metadata, progress=bar.update
+            )
     except ValueError as exc:
         print(f"{exc}.", file=sys.stderr)
         return 2
     print(f"reindex: {report.summary()}")
+    if claims.checked:
+        print(f"metadata: {claims.summary()}")
+        report.failed.extend(claims.failed)
     for failure in report.failed[:20]:
         print(f"failed  {failure['id']}: {failure['reason']}", file=sys.stderr)
     return 0
@@ -382,7 +388,9 @@ def add_catalog_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(handler=cmd_add)
 
     p = sub.add_parser(
-        "reindex", help="compute missing descriptors of catalog images from their originals"
+        "reindex",
+        help="compute missing descriptors (and unread metadata) of catalog images from their "
+        "originals",
     )
     p.add_argument(
         "--descriptor", action="append", default=[], help="only this descriptor (repeatable)"

@@ -75,7 +75,10 @@ class Decoder:
             # A changed source item gets a new version and is tried again; retries of the same
             # bytes would fail the same way unless the failure was a cut-off download.
             return Failed(fetched.item, "decode", exc.reason, retryable="truncated" in exc.reason)
+        reader = self.metadata
         claims = (
-            self.metadata.read(fetched.data, image.content_type).as_dict() if self.metadata else {}
+            reader.read(fetched.data, image.content_type).as_dict()
+            if reader is not None and reader.settings.enabled
+            else None
         )
         return Decoded(fetched.item, fetched.data, image, claims)

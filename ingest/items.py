@@ -72,7 +72,7 @@ class Decoded:
     item: SourceItem
     data: bytes
     image: DecodedImage
-    metadata: Mapping[str, Any] = field(default_factory=dict)  # embed/metadata.py's as_dict
+    metadata: Mapping[str, Any] | None = None  # embed/metadata.py's as_dict; None: not read
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Stored:
     image_key: str
     thumbnail_key: str
     prepared: Mapping[str, Any] = field(repr=False, compare=False)  # by descriptor name
-    metadata: Mapping[str, Any] = field(default_factory=dict)  # the file's own claims
+    metadata: Mapping[str, Any] | None = None  # the file's own claims; None: not read
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Backfill or rebuild descriptors of catalog points from their stored originals, resumably.
+"""Backfill or rebuild descriptors of catalog points from their stored originals, resumably;
+and read the own metadata of points ingested before it was read (`backfill_metadata`).
 
 Each point records in its payload which model built each of its descriptors
 (`descriptors: {name: label}`). A point is due when a target descriptor's label differs from
@@ -17,6 +18,7 @@ from typing import Any
 
 from embed.decode import DecodeError, decode_image
 from embed.descriptors import IMAGE, Descriptors
+from embed.metadata import MetadataReader
 from store.images import ImageStore, StoreError
 from store.index import Hit, VectorIndex
 
@@ -93,6 +95,41 @@ def reindex(
             report.updated += len(ok)
             if progress:
                 progress(len(chunk))
+    return report
+
+
+def backfill_metadata(
+    index: VectorIndex,
+    images: ImageStore,
+    reader: MetadataReader,
+    *,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> ReindexReport:
+    """Read the own metadata of every point ingested before it was read (no `metadata` key)."""
+    report = ReindexReport()
+    if not reader.settings.enabled:
+        return report
+    for hit in index.scroll(where=None):
+        if "metadata" in hit.payload:
+            continue
+        if stop is not None and stop.is_set():
+            break
+        report.checked += 1
+        key = hit.payload.get("image_key")
+        try:
+            data = images.get(str(key)) if key else None
+        except StoreError as exc:
+            data = None
+            log.warning("metadata of %s: the stored original cannot be read: %s", hit.id, exc)
+        if data is None:
+            report.failed.append({"id": hit.id, "reason": "the stored original cannot be read"})
+            continue
+        kind = str(hit.payload.get("content_type") or "image/jpeg")
+        index.set_payload(hit.id, {"metadata": reader.read(data, kind).as_dict()})
+        report.updated += 1
+        if progress:
+            progress(1)
     return report
 
 

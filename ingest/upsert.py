@@ -30,7 +30,8 @@ def payload_of(stored: Stored) -> dict[str, Any]:
         "bytes": image.nbytes,
         "source": stored.item.source,
         "ingested_at": iso(utcnow()),
-        **({"metadata": dict(stored.metadata)} if stored.metadata else {}),
+        # {} when the file says nothing; absent when it was not read (`imgsearch reindex` reads it)
+        **({"metadata": dict(stored.metadata)} if stored.metadata is not None else {}),
     }
 
 

@@ -278,3 +278,26 @@ def test_the_cli_text_names_the_warnings_and_what_the_file_says(catalog: Runtime
     assert "warning (captured_after_published): Its metadata says it was taken 2024-06-20" in text
     assert "      Camera: Canon EOS R5" in lines
     assert "      Location: 52.51000, -13.40000" in lines
+
+
+def test_reindex_reads_the_metadata_of_images_ingested_without_it(tmp_path: Path) -> None:
+    from ingest.reindex import backfill_metadata
+
+    folder = tmp_path / "wire"
+    folder.mkdir()
+    (folder / "harbour.jpg").write_bytes(camera_file(photo("coffee").resize((240, 160))))
+    (folder / "bare.jpg").write_bytes(jpeg(photo("rocket").resize((240, 160))))
+    off = make_settings(tmp_path / "data", metadata={"enabled": False})
+    with Runtime(off) as runtime:
+        runtime.pipeline.run([FolderSource("wire", folder)])
+        assert all("metadata" not in hit.payload for hit in runtime.index.scroll())  # not read
+        assert backfill_metadata(runtime.index, runtime.images, runtime.metadata).checked == 0
+        reader = MetadataReader(MetadataSettings())
+        report = backfill_metadata(runtime.index, runtime.images, reader)
+        assert (report.checked, report.updated, report.failed) == (2, 2, [])
+        found = {
+            str(hit.payload["sha256"])[:8]: hit.payload["metadata"]
+            for hit in runtime.index.scroll()
+        }
+        assert sorted(m.get("camera", "") for m in found.values()) == ["", "Canon EOS R5"]
+        assert backfill_metadata(runtime.index, runtime.images, reader).checked == 0  # all read
