@@ -63,6 +63,10 @@ NOISE_FACTOR: Final = 4.0
 # The difference is discounted where both pictures have edges (what resampling and JPEG move
 # most): divided by 1 + (the smaller of their local gradient magnitudes) / STRUCTURE_SCALE.
 STRUCTURE_SCALE: Final = 200.0
+# The colour fit: a query channel at or above SATURATED (at or below 255 - SATURATED) where the
+# original's is not was clipped by the edit; the affine fit needs MIN_FIT_PIXELS unclipped ones.
+SATURATED: Final = 253
+MIN_FIT_PIXELS: Final = 500
 OPEN_PX: Final = 3
 CLOSE_PX: Final = 9
 MIN_REGION_SHARE: Final = 0.002  # of the overlap: smaller components are noise
@@ -389,13 +393,21 @@ def _normalise(warped: Floats, query: Floats, valid: Mask) -> Floats:
     source = warped.reshape(-1, 3)[rows].astype(np.float64)
     target = query.reshape(-1, 3)[rows].astype(np.float64)
     design = np.hstack([source, np.ones((len(rows), 1))])
-    keep = np.ones(len(rows), bool)
+    # Pixels the edit clipped (brightened to white, darkened to black, where the original was
+    # not) say nothing linear: the affine fit leaves them out, the curve learns the clipping.
+    low = 255 - SATURATED
+    by_channel = ((target >= SATURATED) & (source < SATURATED)) | ((target <= low) & (source > low))
+    clipped: Mask = np.asarray(by_channel.any(axis=1), dtype=bool)
+    if int((~clipped).sum()) < MIN_FIT_PIXELS:
+        clipped[:] = False
+    keep = ~clipped
     weights: npt.NDArray[Any] = np.zeros((4, 3))
     for _ in range(3):
         weights, *_ = np.linalg.lstsq(design[keep], target[keep], rcond=None)
         residual = np.abs(design @ weights - target).max(axis=1)
-        keep = residual <= np.percentile(residual, 80)
+        keep = (residual <= np.percentile(residual[~clipped], 80)) & ~clipped
     predicted = warped.reshape(-1, 3).astype(np.float64) @ weights[:3] + weights[3]
+    keep |= clipped
     sample = design[keep] @ weights
     out = np.empty_like(predicted)
     edges = np.linspace(-64.0, 320.0, 97)

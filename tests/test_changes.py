@@ -304,3 +304,16 @@ def test_eval_changes_reports_on_a_folder_of_photos_and_leaves_out_broken_files(
     (folder / "rocket.jpg").unlink()
     assert main(["eval", "changes", str(folder)]) == 2  # one photo: nothing to compare
     assert "fewer than two photos" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "factor"), [("rocket", 1.35), ("coffee", 1.6), ("page", 1.6)])
+def test_brightening_that_clips_highlights_is_no_region(name: str, factor: float) -> None:
+    from PIL import ImageEnhance
+
+    original = photo(name)
+    upload = io.BytesIO()
+    ImageEnhance.Brightness(original).enhance(factor).save(upload, "JPEG", quality=90)
+    changes = what_changed(decode(upload.getvalue()), original, against="x")
+    assert changes is not None
+    assert changes.regions == ()  # the clipped whites are the curve's, not a local edit
+    assert "brightness changed" in changes.global_edits
