@@ -69,12 +69,15 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(default=16, ge=1)
     # model threads (torch or ONNX Runtime); 0 = every usable core (see embed/encoder.py)
     threads: int = Field(default=0, ge=0)
-    # auto: bf16 autocast on CPUs with native bf16 (avx512_bf16, AMX), fp16 on CUDA, else fp32;
-    # fp32 forces full precision; bf16 forces bf16 even where the CPU only emulates it (slow).
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: on a CPU int8 in ONNX Runtime when it passes its self-check on the shipped probe
+    # photos (embed/int8.py), else bf16 autocast where the CPU has native bf16 (avx512_bf16,
+    # AMX), else fp32; fp16 on CUDA. fp32 forces full precision; bf16 forces bf16 even where the
+    # CPU only emulates it (slow); int8 forces int8 on the CPU (fp32 if its self-check fails).
+    # SSCD follows it: int8 under auto and int8, fp32 otherwise.
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     # auto: ONNX Runtime where a model runs fp32 on the CPU (ResNet50 1.5x, SSCD 2x eager torch,
     # same vectors; see embed/onnx.py), torch elsewhere (bf16 autocast, CUDA); torch forces
-    # torch; onnx requires a CPU fp32 plan for the encoder.
+    # torch; onnx requires a CPU fp32 or int8 plan for the encoder.
     runtime: Literal["auto", "torch", "onnx"] = "auto"
 
 

@@ -1,9 +1,11 @@
 """ResNet50 image encoder: the 2048-d pooled feature, L2-normalised float32.
 
-How it runs is decided once, by `plan_for`: on CPUs that compute bf16 natively (avx512_bf16 or
-AMX) torch with channels_last and bf16 autocast; on other CPUs fp32 through ONNX Runtime, about
-1.5x eager torch there (embed/onnx.py); on CUDA torch with fp16 weights, channels_last, pinned
-memory and non-blocking copies. Torch threads default to every usable core (see `auto_threads`).
+How it runs is decided once, by `plan_for`: on a CPU int8 through ONNX Runtime when the int8
+model passes its self-check against fp32 on the shipped probe photos (embed/int8.py), and if it
+does not, on CPUs that compute bf16 natively (avx512_bf16 or AMX) torch with channels_last and
+bf16 autocast, on other CPUs fp32 through ONNX Runtime, about 1.5x eager torch there
+(embed/onnx.py); on CUDA torch with fp16 weights, channels_last, pinned memory and non-blocking
+copies. Torch threads default to every usable core (see `auto_threads`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from config import EmbedSettings
+from embed.cpu import cpu_flags
+from embed.int8 import Int8Unavailable, compile_int8
 from embed.model import Model, ModelSession, ModelUnavailable, OnnxSession, cached, pick_device
 from embed.onnx import compile_or_none
 
@@ -33,7 +37,6 @@ RANDOM_SEED = 20240611
 IMAGENET = ResNet50_Weights.DEFAULT
 # /proc/cpuinfo flags of CPUs with bf16 arithmetic in hardware (oneDNN uses them for bf16 convs).
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-CPUINFO = Path("/proc/cpuinfo")
 
 
 class WeightsUnavailable(ModelUnavailable):
@@ -42,13 +45,23 @@ class WeightsUnavailable(ModelUnavailable):
 
 @dataclass(frozen=True)
 class Plan:
-    """Where and how the model runs: device, compute dtype, threads (0 = the runtime's own), and
-    the runtime ("torch" or "onnx": ONNX Runtime, CPU fp32 only)."""
+    """Where and how the model runs: device, compute dtype, threads (0 = the runtime's own), the
+    runtime ("torch" or "onnx": ONNX Runtime, CPU only) and whether ONNX Runtime runs the int8
+    model (`quantized`; the dtype is then the fp32 it is checked against)."""
 
     device: torch.device
     dtype: torch.dtype
     threads: int
     runtime: str = "torch"
+    quantized: bool = False
+
+    @property
+    def precision(self) -> str:
+        """What the network computes in: "int8", "bf16", "fp16" or "fp32"."""
+        if self.quantized:
+            return "int8"
+        name = str(self.dtype).removeprefix("torch.")
+        return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(name, name)
 
     @property
     def autocast(self) -> bool:
@@ -57,27 +70,13 @@ class Plan:
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. "cpu, bf16 autocast, 1 thread"."""
-        precision = str(self.dtype).removeprefix("torch.").replace("bfloat16", "bf16")
-        precision = precision.replace("float16", "fp16").replace("float32", "fp32")
+        precision = self.precision
         if self.autocast:
             precision += " autocast"
         threads = f", {self.threads} thread(s)" if self.threads else ""
         if self.runtime == "onnx":
             return f"{self.device}, {precision}, ONNX Runtime{threads}"
         return f"{self.device}, {precision}, torch channels_last{threads}"
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is no such file)."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
 
 
 def usable_cores() -> int:
@@ -106,13 +105,29 @@ def plan_for(
     cuda_available: bool | None = None,
     flags: frozenset[str] | None = None,
     cores: int | None = None,
+    int8: bool = True,
 ) -> Plan:
-    """Decide device, precision and threads from settings and the machine (overridable in tests)."""
+    """Decide device, precision and threads from settings and the machine (overridable in tests).
+
+    `int8=False` is the plan without int8: what runs when the int8 model fails its self-check
+    (precision auto: bf16 or fp32 as the CPU allows; precision int8: fp32).
+    """
     no_cuda = WeightsUnavailable(
         "IMGSEARCH_EMBED__DEVICE=cuda but no CUDA device is available; use auto or cpu."
     )
     device = pick_device(settings.device, no_cuda, cuda_available=cuda_available)
-    if settings.precision == "fp32":
+    if settings.precision == "int8" and (device.type != "cpu" or settings.runtime == "torch"):
+        raise WeightsUnavailable(
+            "IMGSEARCH_EMBED__PRECISION=int8 runs on the CPU in ONNX Runtime only; set "
+            "IMGSEARCH_EMBED__DEVICE=cpu and IMGSEARCH_EMBED__RUNTIME=auto, or PRECISION=auto"
+        )
+    quantized = (
+        int8
+        and device.type == "cpu"
+        and settings.runtime != "torch"
+        and settings.precision in ("auto", "int8")
+    )
+    if settings.precision == "fp32" or quantized or settings.precision == "int8":
         dtype = torch.float32
     elif settings.precision == "bf16":
         dtype = torch.bfloat16
@@ -130,11 +145,11 @@ def plan_for(
     cpu_fp32 = device.type == "cpu" and dtype == torch.float32
     if settings.runtime == "onnx" and not cpu_fp32:
         raise WeightsUnavailable(
-            "IMGSEARCH_EMBED__RUNTIME=onnx runs fp32 on the CPU only; set "
+            "IMGSEARCH_EMBED__RUNTIME=onnx runs fp32 or int8 on the CPU only; set "
             "IMGSEARCH_EMBED__DEVICE=cpu and IMGSEARCH_EMBED__PRECISION=fp32, or RUNTIME=auto"
         )
     runtime = "onnx" if settings.runtime != "torch" and cpu_fp32 else "torch"
-    return Plan(device, dtype, threads, runtime)
+    return Plan(device, dtype, threads, runtime, quantized)
 
 
 class Encoder(Model):
@@ -188,9 +203,19 @@ class Encoder(Model):
         probe = torch.randn(2, 3, CROP, CROP, generator=torch.Generator().manual_seed(0))
         compiled = compile_or_none(model, [probe], threads=self.plan.threads, what="the encoder")
         if compiled is None:
-            self.plan = dataclasses.replace(self.plan, runtime="torch")
+            self.plan = dataclasses.replace(self.plan, runtime="torch", quantized=False)
             return None
-        return OnnxSession(compiled)
+        if not self.plan.quantized:
+            return OnnxSession(compiled)
+        try:
+            int8 = compile_int8(compiled, self.preprocess, flags=cpu_flags(), what="ResNet50")
+        except Int8Unavailable as exc:
+            self.int8_check = exc.check
+            self.plan = plan_for(self.settings, int8=False)
+            log.warning("%s; running it in %s", exc, self.plan.describe())
+            return OnnxSession(compiled) if self.plan.runtime == "onnx" else None
+        self.int8_check = int8.check
+        return OnnxSession(int8)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one RGB image into the model's input tensor (safe to call from worker threads)."""

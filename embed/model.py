@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from embed.int8 import Int8Model, SelfCheck
 from embed.onnx import OnnxModel
 
 
@@ -74,11 +75,11 @@ class TorchSession:
 
 
 class OnnxSession:
-    """The network compiled by ONNX Runtime (CPU, fp32)."""
+    """The network compiled by ONNX Runtime (CPU, fp32 or the checked int8 model)."""
 
     runtime = "onnx"
 
-    def __init__(self, compiled: OnnxModel) -> None:
+    def __init__(self, compiled: OnnxModel | Int8Model) -> None:
         self._compiled = compiled
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -94,6 +95,8 @@ class Model(ABC):
     device: torch.device
     batch_size: int
     session: ModelSession
+    # The int8 self-check's figures where an int8 model was tried (embed/int8.py), passed or not.
+    int8_check: SelfCheck | None = None
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ import io
 import logging
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,16 +55,7 @@ class OnnxModel:
             import onnxruntime as ort
 
             graph = export(model, probes[0], any_size=any_size)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads  # 0 = ONNX Runtime's own choice
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3  # errors only; it logs through Python's stderr
-            # Idle threads sleep instead of spinning: the decode workers and the query's hash
-            # layers need those cores (measured: ingest 11.8 vs 10.3 images/s, search p50 202
-            # vs 287 ms; the model alone loses 8%).
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            self._session = cpu_session(graph, threads)
             for probe in probes:
                 with torch.no_grad():
                     expected = model(probe).float().numpy()
@@ -79,12 +71,30 @@ class OnnxModel:
         except Exception as exc:  # export and runtime raise many types; the caller falls back
             raise OnnxUnavailable(f"{type(exc).__name__}: {exc}") from exc
         self.version = ort.__version__
+        self.graph = graph  # the fp32 ONNX graph, which the int8 model is quantized from
+        self.threads = threads
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """The model's output for a float32 batch (thread-safe)."""
         outputs = self._session.run([OUTPUT], {INPUT: np.ascontiguousarray(batch, np.float32)})
         result: np.ndarray = outputs[0]
         return result
+
+
+def cpu_session(graph: bytes, threads: int) -> Any:
+    """An ONNX Runtime session on its CPU kernels for a serialized graph (fp32 or int8)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0 = ONNX Runtime's own choice
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only; it logs through Python's stderr
+    # Idle threads sleep instead of spinning: the decode workers and the query's hash
+    # layers need those cores (measured: ingest 11.8 vs 10.3 images/s, search p50 202
+    # vs 287 ms; the model alone loses 8%).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 def compile_or_none(

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from embed.cpu import cpu_flags
+from embed.int8 import Int8Unavailable, compile_int8
 from embed.model import (
     Model,
     ModelSession,
@@ -100,6 +102,8 @@ class SscdEncoder(Model):
         *,
         batch_size: int = 16,
         runtime: str = "auto",
+        precision: str = "fp32",
+        flags: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -113,15 +117,23 @@ class SscdEncoder(Model):
         self.label = f"{self.path.name} sha256:{sha256_of(self.path)[:12]}"
         self.model = _load(self.path, self.device)
         # SSCD runs fp32; on the CPU ONNX Runtime does that faster (embed/onnx.py), with the
-        # same vectors, unless IMGSEARCH_EMBED__RUNTIME=torch.
+        # same vectors, unless IMGSEARCH_EMBED__RUNTIME=torch; there too int8 under precision
+        # auto or int8, once it passed its self-check on the probe photos (embed/int8.py).
+        self.precision = "fp32"
         session: ModelSession | None = None
         if self.device.type == "cpu" and runtime != "torch":
-            session = self._compile_onnx()
+            session = self._compile_onnx(int8=precision in ("auto", "int8"), flags=flags)
         self.session = session or TorchSession(self.model, self.device)
         where = "ONNX Runtime" if self.session.runtime == "onnx" else "torch"
-        log.info("SSCD descriptor ready: %s on %s (%s)", self.label, self.device, where)
+        log.info(
+            "SSCD descriptor ready: %s on %s (%s, %s)",
+            self.label,
+            self.device,
+            where,
+            self.precision,
+        )
 
-    def _compile_onnx(self) -> ModelSession | None:
+    def _compile_onnx(self, *, int8: bool, flags: frozenset[str]) -> ModelSession | None:
         seeded = torch.Generator().manual_seed(0)
         # Two aspect ratios: the inputs keep theirs, so height and width must stay free.
         probes = [
@@ -135,7 +147,19 @@ class SscdEncoder(Model):
             what="the SSCD model",
             any_size=True,
         )
-        return None if compiled is None else OnnxSession(compiled)
+        if compiled is None:
+            return None
+        if int8:
+            try:
+                quantized = compile_int8(compiled, self.preprocess, flags=flags, what="SSCD")
+            except Int8Unavailable as exc:
+                self.int8_check = exc.check
+                log.warning("%s; running it in fp32", exc)
+            else:
+                self.int8_check = quantized.check
+                self.precision = "int8"
+                return OnnxSession(quantized)
+        return OnnxSession(compiled)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one image into the model's input tensor (safe to call from worker threads)."""
@@ -157,6 +181,7 @@ def load_sscd(
     device: str = "cpu",
     runtime: str = "auto",
     *,
+    precision: str = "fp32",
     base_url: str = SSCD_BASE_URL,
 ) -> SscdEncoder | None:
     """This process's SSCD encoder for the setting, built on first use; None when it is off
@@ -169,8 +194,12 @@ def load_sscd(
     if path is None:
         _say_off(f"{OFF} ({SETTING}=off)")
         return None
-    key = (path.resolve(), str(device), runtime)
-    return cached(SscdEncoder, key, lambda: SscdEncoder(path, device, runtime=runtime))
+    key = (path.resolve(), str(device), runtime, precision)
+    return cached(
+        SscdEncoder,
+        key,
+        lambda: SscdEncoder(path, device, runtime=runtime, precision=precision, flags=cpu_flags()),
+    )
 
 
 def _say_off(line: str, *, warning: bool = False) -> None:

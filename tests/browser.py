@@ -40,6 +40,7 @@ def served(data_dir: Path, log: Path | None = None) -> Iterator[str]:
         IMGSEARCH_DATA_DIR=str(data_dir),
         IMGSEARCH_EMBED__WEIGHTS="random",
         IMGSEARCH_EMBED__DEVICE="cpu",
+        IMGSEARCH_EMBED__PRECISION="fp32",  # int8 has its own tests (test_int8.py)
         IMGSEARCH_VERDICT__SSCD_BASE_URL=OFFLINE_URL,
         IMGSEARCH_TEXT__BASE_URL=OFFLINE_URL,
     )

@@ -34,6 +34,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("IMGSEARCH_VERDICT__SSCD_BASE_URL", OFFLINE_URL)
     monkeypatch.setenv("IMGSEARCH_TEXT__BASE_URL", OFFLINE_URL)
+    # fp32, as make_settings: precision auto would quantize the model in every test's own
+    # torch cache (tens of seconds); int8 has its own tests (tests/test_int8.py)
+    monkeypatch.setenv("IMGSEARCH_EMBED__PRECISION", "fp32")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)

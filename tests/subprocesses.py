@@ -42,6 +42,7 @@ def child_env(data_dir: Path, folder: Path | None = None, **settings: str) -> di
             "IMGSEARCH_VERDICT__SSCD_BASE_URL": OFFLINE_URL,
             "IMGSEARCH_TEXT__BASE_URL": OFFLINE_URL,
             "IMGSEARCH_EMBED__DEVICE": "cpu",
+            "IMGSEARCH_EMBED__PRECISION": "fp32",  # int8 has its own tests (test_int8.py)
             "IMGSEARCH_EMBED__BATCH_SIZE": "4",
             "IMGSEARCH_WORKER__RETRY_BACKOFF_S": "0",
         }

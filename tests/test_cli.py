@@ -20,6 +20,7 @@ def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProc
         IMGSEARCH_DATA_DIR=str(data_dir),
         IMGSEARCH_EMBED__WEIGHTS="random",
         IMGSEARCH_EMBED__BATCH_SIZE="4",
+        IMGSEARCH_EMBED__PRECISION="fp32",  # int8 has its own tests (test_int8.py)
         IMGSEARCH_VERDICT__SSCD_BASE_URL=OFFLINE_URL,
         IMGSEARCH_TEXT__BASE_URL=OFFLINE_URL,
         IMGSEARCH_LOG_LEVEL="WARNING",

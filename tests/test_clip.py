@@ -363,6 +363,7 @@ def test_without_text_search_the_command_exits_non_zero_with_one_sentence(tmp_pa
         "PATH": str(Path(sys.executable).parent),
         "IMGSEARCH_DATA_DIR": str(tmp_path / "data"),
         "IMGSEARCH_EMBED__WEIGHTS": "random",
+        "IMGSEARCH_EMBED__PRECISION": "fp32",  # int8 has its own tests (test_int8.py)
         "IMGSEARCH_TEXT__ENABLED": "false",
         "IMGSEARCH_VERDICT__SSCD_WEIGHTS": "off",
         "IMGSEARCH_LOG_LEVEL": "WARNING",

@@ -97,15 +97,40 @@ AMX_CPU = frozenset({"avx2", "amx_tile", "amx_bf16"})
 PLAIN_CPU = frozenset({"avx", "avx2", "fma"})
 
 
-def test_a_cpu_with_native_bf16_runs_under_bf16_autocast() -> None:
+def test_auto_tries_int8_in_onnx_runtime_on_every_cpu() -> None:
+    for flags in (BF16_CPU, AMX_CPU, PLAIN_CPU):
+        plan = plan_for(EmbedSettings(), cuda_available=False, flags=flags, cores=2)
+        assert (plan.device.type, plan.runtime, plan.precision) == ("cpu", "onnx", "int8")
+        assert plan.dtype == torch.float32 and not plan.autocast  # int8 is checked against fp32
+        assert "int8, ONNX Runtime" in plan.describe()
+
+
+def test_without_int8_a_cpu_with_native_bf16_runs_under_bf16_autocast() -> None:
     for flags in (BF16_CPU, AMX_CPU):
-        plan = plan_for(EmbedSettings(device="cpu"), cuda_available=False, flags=flags, cores=2)
+        plan = plan_for(
+            EmbedSettings(device="cpu"), cuda_available=False, flags=flags, cores=2, int8=False
+        )
         assert (plan.device.type, plan.dtype, plan.autocast) == ("cpu", torch.bfloat16, True)
 
 
-def test_a_cpu_without_native_bf16_stays_fp32() -> None:
-    plan = plan_for(EmbedSettings(), cuda_available=False, flags=PLAIN_CPU, cores=2)
+def test_without_int8_a_cpu_without_native_bf16_stays_fp32() -> None:
+    plan = plan_for(EmbedSettings(), cuda_available=False, flags=PLAIN_CPU, cores=2, int8=False)
     assert (plan.device.type, plan.dtype, plan.autocast) == ("cpu", torch.float32, False)
+    assert (plan.runtime, plan.precision) == ("onnx", "fp32")
+
+
+def test_precision_int8_falls_back_to_fp32_and_runs_on_the_cpu_in_onnx_runtime_only() -> None:
+    settings = EmbedSettings(precision="int8")
+    assert plan_for(settings, cuda_available=False, flags=BF16_CPU, cores=2).quantized
+    fallback = plan_for(settings, cuda_available=False, flags=BF16_CPU, cores=2, int8=False)
+    assert (fallback.runtime, fallback.precision) == ("onnx", "fp32")
+    for refused in (settings, EmbedSettings(precision="int8", runtime="torch")):
+        with pytest.raises(WeightsUnavailable, match="PRECISION=int8 runs on the CPU"):
+            plan_for(refused, cuda_available=True, flags=BF16_CPU, cores=2)
+    # auto with torch as the runtime, or on CUDA, never quantizes
+    torch_plan = plan_for(EmbedSettings(runtime="torch"), cuda_available=False, flags=BF16_CPU)
+    assert not torch_plan.quantized and torch_plan.precision == "bf16"
+    assert plan_for(EmbedSettings(), cuda_available=True, flags=BF16_CPU).precision == "fp16"
 
 
 def test_precision_fp32_forces_full_precision_on_a_bf16_cpu_and_on_cuda() -> None:
@@ -166,12 +191,12 @@ def test_a_cpu_without_native_bf16_runs_fp32_in_onnx_runtime_and_torch_elsewhere
         return plan_for(settings, cuda_available=cuda, flags=flags, cores=2).runtime
 
     assert runtime(EmbedSettings(), cuda=False, flags=PLAIN_CPU) == "onnx"
-    assert runtime(EmbedSettings(), cuda=False, flags=BF16_CPU) == "torch"  # bf16 autocast
+    assert runtime(EmbedSettings(precision="bf16"), cuda=False, flags=BF16_CPU) == "torch"
     assert runtime(EmbedSettings(precision="fp32"), cuda=False, flags=BF16_CPU) == "onnx"
     assert runtime(EmbedSettings(), cuda=True, flags=PLAIN_CPU) == "torch"
     assert runtime(EmbedSettings(runtime="torch"), cuda=False, flags=PLAIN_CPU) == "torch"
     for settings in (EmbedSettings(runtime="onnx"), EmbedSettings(runtime="onnx", device="cuda")):
-        with pytest.raises(WeightsUnavailable, match="RUNTIME=onnx runs fp32 on the CPU only"):
+        with pytest.raises(WeightsUnavailable, match="RUNTIME=onnx runs fp32 or int8 on the CPU"):
             plan_for(settings, cuda_available=True, flags=BF16_CPU, cores=2)
 
 

@@ -31,7 +31,11 @@ class SscdDescriptor(ModelDescriptor, CopyLayer):
         """The model when its weights are configured or cached; None when the layer is off."""
         verdict = settings.verdict
         return load_sscd(
-            verdict.sscd_weights, device, settings.embed.runtime, base_url=verdict.sscd_base_url
+            verdict.sscd_weights,
+            device,
+            settings.embed.runtime,
+            precision=settings.embed.precision,
+            base_url=verdict.sscd_base_url,
         )
 
     @classmethod
