@@ -11,9 +11,11 @@ or every photo in a folder (`imgsearch eval changes DIR`), for pictures nobody t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -23,10 +25,13 @@ from typing import Any, Final
 import numpy as np
 from PIL import Image
 
+from app.runtime import scratch_runtime
 from config import Settings
+from ingest.sources.folder import FolderSource
 from search.changes import Changes, what_changed
 from search.edits import EDITS
 from search.local_edits import MANIPULATIONS, manipulate
+from store.keys import point_id
 
 TUNE: Final = (
     "astronaut",
@@ -162,6 +167,52 @@ def evaluate_changes(images: Mapping[str, Image.Image], seeds: int) -> dict[str,
     }
 
 
+def evaluate_verdicts(
+    settings: Settings, images: Mapping[str, Image.Image], seeds: int
+) -> dict[str, Any]:
+    """Through the product: the photos ingested into a throw-away catalog, each manipulated copy
+    checked as an upload is (`SearchService.search_bytes`); the share called a copy of its own
+    original, and the share whose changed region the check's `changes` boxes."""
+    photos = tuple(images)
+    with tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as tmp:
+        folder = Path(tmp) / "catalog"
+        folder.mkdir()
+        ids: dict[str, str] = {}
+        for number, name in enumerate(photos):
+            buffer = io.BytesIO()
+            images[name].save(buffer, "JPEG", quality=92)
+            (folder / f"{number:04d}.jpg").write_bytes(buffer.getvalue())
+            ids[name] = point_id(hashlib.sha256(buffer.getvalue()).hexdigest())
+        with scratch_runtime(settings, Path(tmp) / "data") as runtime:
+            runtime.pipeline.run([FolderSource("eval", folder)])
+            tally = {"copy": 0, "boxed": 0, "wrong": 0, "of": 0}
+            missed: list[str] = []
+            for index, name in enumerate(photos):
+                donor = images[photos[(index + 1) % len(photos)]]
+                for manipulation in MANIPULATIONS:
+                    for seed in range(seeds):
+                        copy = manipulate(manipulation, images[name], donor, seed)
+                        result = runtime.search.search_bytes(copy.data, top_k=3)
+                        called = result.verdict.ids()
+                        found = result.verdict.kind == "copy" and ids[name] in called
+                        size = _decode(copy.data).size
+                        hit = found and boxed(result.changes, copy.box, size)
+                        tally["of"] += 1
+                        tally["copy"] += int(found)
+                        tally["boxed"] += int(hit)
+                        tally["wrong"] += int(bool(called - {ids[name]}))
+                        if not hit:
+                            missed.append(f"{name}/{manipulation}/{seed}: {result.verdict.kind}")
+    of = max(1, tally["of"])
+    return {
+        "copies": tally["of"],
+        "verdict_copy": round(tally["copy"] / of, 4),
+        "boxed_in_check": round(tally["boxed"] / of, 4),
+        "wrong_original": tally["wrong"],
+        "missed": missed,
+    }
+
+
 def print_changes(figures: dict[str, Any], title: str) -> None:
     """The figures of one photo set as a table."""
     print(f"{title}: {', '.join(figures['photos'])} ({figures['seeds']} seeds)")
@@ -173,6 +224,13 @@ def print_changes(figures: dict[str, Any], title: str) -> None:
     print(f"  whole-picture edits boxing more than 2%: {figures['whole_false']:.3f}")
     print(f"  largest boxed share on a whole-picture edit: {figures['highest_whole_share']}")
     print(f"  {figures['ms_per_call']} ms per comparison")
+    verdicts = figures.get("verdicts")
+    if verdicts:
+        print(
+            f"  through the check ({verdicts['copies']} copies): copy verdict "
+            f"{verdicts['verdict_copy']:.3f}, boxed {verdicts['boxed_in_check']:.3f}, "
+            f"another picture named {verdicts['wrong_original']}"
+        )
 
 
 def cmd_eval_changes(args: argparse.Namespace, settings: Settings) -> int:
@@ -180,10 +238,7 @@ def cmd_eval_changes(args: argparse.Namespace, settings: Settings) -> int:
     sets: list[tuple[str, tuple[str, ...]]] = [("tune", TUNE)] if args.tune else []
     if args.folder is None:
         sets.append(("held-out", HELD_OUT))
-    figures = {
-        title: evaluate_changes({name: skimage_photo(name) for name in names}, args.seeds)
-        for title, names in sets
-    }
+    chosen = {title: {name: skimage_photo(name) for name in names} for title, names in sets}
     if args.folder is not None:
         photos = folder_photos(Path(args.folder))
         if len(photos) < 2:
@@ -191,7 +246,11 @@ def cmd_eval_changes(args: argparse.Namespace, settings: Settings) -> int:
                 f"{args.folder} holds fewer than two photos: nothing to compare.", file=sys.stderr
             )
             return 2
-        figures[str(args.folder)] = evaluate_changes(photos, args.seeds)
+        chosen[str(args.folder)] = photos
+    figures = {title: evaluate_changes(photos, args.seeds) for title, photos in chosen.items()}
+    if args.verdict:
+        for title, photos in chosen.items():
+            figures[title]["verdicts"] = evaluate_verdicts(settings, photos, args.seeds)
     if args.json:
         print(json.dumps(figures))
         return 0
@@ -213,6 +272,11 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=2, help="variants of each edit per photo")
     p.add_argument(
         "--tune", action="store_true", help="also the photos the thresholds were tuned on"
+    )
+    p.add_argument(
+        "--verdict",
+        action="store_true",
+        help="also check every manipulated copy through a throw-away catalog of the photos",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_eval_changes)

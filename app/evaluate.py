@@ -27,15 +27,15 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from app import eval_changes
+from app.runtime import Runtime, scratch_runtime
 from config import Settings
 from embed.clip import OFF as TEXT_OFF
 from embed.decode import EXTENSIONS, DecodeError, decode_image
@@ -44,9 +44,6 @@ from ingest.sources.folder import FolderSource
 from search.edits import EDITS, GROUPS
 from search.metrics import Judged, summarise
 from store.keys import point_id
-
-if TYPE_CHECKING:
-    from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
 LAYERS = ("sha256", "pdq", "sscd", "geometry")
@@ -165,33 +162,6 @@ def evaluate_copies(
             "p95": round(timings[int(0.95 * (len(timings) - 1))], 1) if timings else None,
         },
     }
-
-
-@contextmanager
-def scratch_runtime(settings: Settings, data_dir: Path | None = None) -> Iterator[Runtime]:
-    """A runtime with these settings on a throw-away catalog: embedded index, local images.
-
-    The catalog lives in data_dir, or in a temporary folder removed at the end.
-    """
-    from app.runtime import Runtime
-
-    if data_dir is None:
-        with (
-            tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as tmp,
-            scratch_runtime(settings, Path(tmp) / "data") as runtime,
-        ):
-            yield runtime
-        return
-    scratch = settings.model_copy(
-        update={
-            "data_dir": data_dir,
-            "qdrant": settings.qdrant.model_copy(update={"url": ""}),
-            "storage": settings.storage.model_copy(update={"url": ""}),
-            "sources": [],
-        }
-    )
-    with Runtime(scratch) as runtime:
-        yield runtime
 
 
 # --- ranking quality: eval labels and eval text ------------------------------------------------

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from types import TracebackType
 
 from config import Settings
@@ -202,6 +205,31 @@ class Runtime:
 # in-app schedule): the embedded index allows a single client per folder and process.
 _shared: dict[str, Runtime] = {}
 _shared_lock = threading.Lock()
+
+
+@contextmanager
+def scratch_runtime(settings: Settings, data_dir: Path | None = None) -> Iterator[Runtime]:
+    """A runtime with these settings on a throw-away catalog: embedded index, local images.
+
+    The catalog lives in data_dir, or in a temporary folder removed at the end.
+    """
+    if data_dir is None:
+        with (
+            tempfile.TemporaryDirectory(prefix="imgsearch-eval-") as tmp,
+            scratch_runtime(settings, Path(tmp) / "data") as runtime,
+        ):
+            yield runtime
+        return
+    scratch = settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "qdrant": settings.qdrant.model_copy(update={"url": ""}),
+            "storage": settings.storage.model_copy(update={"url": ""}),
+            "sources": [],
+        }
+    )
+    with Runtime(scratch) as runtime:
+        yield runtime
 
 
 def settings_key(settings: Settings) -> str:

@@ -317,3 +317,22 @@ def test_brightening_that_clips_highlights_is_no_region(name: str, factor: float
     assert changes is not None
     assert changes.regions == ()  # the clipped whites are the curve's, not a local edit
     assert "brightness changed" in changes.global_edits
+
+
+def test_eval_changes_verdict_checks_each_copy_through_a_scratch_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app import eval_changes
+    from app.cli import main
+
+    monkeypatch.setenv("IMGSEARCH_EMBED__WEIGHTS", "random")
+    monkeypatch.setenv("IMGSEARCH_TEXT__ENABLED", "false")
+    monkeypatch.setenv("IMGSEARCH_DATA_DIR", str(tmp_path / "untouched"))
+    monkeypatch.setattr(eval_changes, "HELD_OUT", ("coffee", "rocket"))
+    assert main(["eval", "changes", "--seeds", "1", "--verdict", "--json"]) == 0
+    verdicts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["held-out"]["verdicts"]
+    assert verdicts["copies"] == 10
+    assert verdicts["verdict_copy"] >= 0.9  # a local edit, resized and recompressed, is a copy
+    assert verdicts["boxed_in_check"] >= 0.7
+    assert verdicts["wrong_original"] == 0
+    assert not (tmp_path / "untouched").exists()  # the user's catalog is never written
