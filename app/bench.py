@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,16 @@ from torchvision.models import resnet50
 
 from app.runtime import Runtime
 from config import Settings
-from embed.decode import decode_image
-from embed.descriptors import IMAGE, specs
-from embed.encoder import NATIVE_BF16_FLAGS, Encoder, cpu_flags, load_encoder
+from embed.cpu import cpu_flags, describe_cpu
+from embed.decode import DecodedImage, decode_image
+from embed.descriptors import IMAGE, needed_fit, specs
+from embed.descriptors.base import ModelDescriptor
+from embed.encoder import NATIVE_BF16_FLAGS, Encoder, load_encoder
 from ingest.sources.folder import FolderSource
 from search.edits import EDITS
 from search.service import Query
 from store.factory import open_index
+from store.images import make_thumbnail
 from store.index import PointRecord, VectorIndex
 from store.keys import point_id
 
@@ -53,6 +57,8 @@ KEYS = (
     "reopen_s",
     "peak_rss_mb",
 )
+# What ran: strings, a mapping, and the int8 self-check's figure (null where int8 was not tried).
+DESCRIBED = ("precision", "cpu", "int8_agreement", "search_cpu_ms", "ingest_cpu_ms")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,9 @@ def run_bench(
 
             note(f"timing {sizes.searches} uploads end to end")
             figures.update(time_searches(runtime, paths, sizes.searches))
+            note("CPU time stage by stage, of an ingested image and of a search")
+            figures["ingest_cpu_ms"] = ingest_stages(runtime, paths)
+            figures["search_cpu_ms"] = search_stages(runtime, paths, sizes.searches)
 
         note("reopening the catalog")
         began = time.perf_counter()
@@ -144,7 +153,14 @@ def _throwaway(settings: Settings, data_dir: Path) -> Settings:
 def _describe(encoder: Encoder, settings: Settings, baseline_threads: int) -> dict[str, Any]:
     return {
         "device": str(encoder.device),
-        "precision": str(encoder.plan.dtype).removeprefix("torch."),
+        "precision": encoder.plan.precision,
+        "int8_agreement": (
+            None if encoder.int8_check is None else round(encoder.int8_check.agreement, 5)
+        ),
+        "int8_neighbours": (
+            None if encoder.int8_check is None else round(encoder.int8_check.neighbours, 3)
+        ),
+        "cpu": describe_cpu(),
         "autocast": encoder.plan.autocast,
         "runtime": encoder.plan.runtime,
         "encoder_threads": encoder.plan.threads,
@@ -297,6 +313,76 @@ def time_searches(runtime: Runtime, paths: Sequence[Path], count: int) -> dict[s
     }
 
 
+def _cpu_ms(work: Callable[[], object], per: int = 1) -> float:
+    """CPU time of `work` in all this process's threads (the model's too), in ms per item."""
+    began = time.process_time()
+    work()
+    return round(1000 * (time.process_time() - began) / max(1, per), 2)
+
+
+def ingest_stages(runtime: Runtime, paths: Sequence[Path]) -> dict[str, float]:
+    """CPU ms per image of ingestion's stages, one stage at a time over the bench's photos:
+    decode (at the size every descriptor needs), thumbnail, each descriptor's per-image work
+    (`prepare`: hashes, model inputs) and each model's batches (`model`, per image)."""
+    side = runtime.settings.storage.thumbnail_px
+    files = [path.read_bytes() for path in paths]
+    fit = needed_fit(side)
+    n = len(files)
+    images: list[Image.Image] = []
+    stages = {
+        "decode": _cpu_ms(lambda: images.extend(decode_image(d, fit=fit).image for d in files), n),
+        "thumbnail": _cpu_ms(lambda: [make_thumbnail(image, side) for image in images], n),
+    }
+    for descriptor in runtime.descriptors:
+        prepared: list[Any] = []
+
+        def prepare(d: Any = descriptor, out: list[Any] = prepared) -> None:
+            out.extend(d.prepare(image) for image in images)
+
+        stages[f"{descriptor.name}_prepare"] = _cpu_ms(prepare, n)
+        if isinstance(descriptor, ModelDescriptor):
+            stages[f"{descriptor.name}_model"] = _cpu_ms(partial(descriptor.compute, prepared), n)
+    stages["sum"] = round(sum(stages.values()), 2)
+    return stages
+
+
+def search_stages(runtime: Runtime, paths: Sequence[Path], count: int) -> dict[str, float]:
+    """CPU ms per upload of a search's stages, one stage at a time, on the edited uploads of
+    `time_searches`: decode, each descriptor's query vectors, the image vector's index query,
+    the copy verdict given those neighbours (its hash layers computed again, their index
+    queries, geometric verification), and the whole search (`total`, the "what changed" map
+    included)."""
+    search = runtime.search
+    uploads = [
+        EDITS[SEARCH_EDITS[i % len(SEARCH_EDITS)]](decode_image(path.read_bytes()).image, i)
+        for i, path in enumerate(paths[1 : count + 1] or paths)
+    ]
+    n = len(uploads)
+    decoded: list[DecodedImage] = []
+    stages = {"decode": _cpu_ms(lambda: decoded.extend(search.decode(u) for u in uploads), n)}
+    vectors: dict[str, list[list[np.ndarray]]] = {}
+    for descriptor in runtime.descriptors:
+        out = vectors.setdefault(descriptor.name, [])
+
+        def query(d: Any = descriptor, o: list[list[np.ndarray]] = out) -> None:
+            o.extend(d.query_vectors(q.image) for q in decoded)
+
+        stages[f"{descriptor.name}_query"] = _cpu_ms(query, n)
+    neighbours: list[Any] = []
+
+    def rank() -> None:
+        for found in vectors[IMAGE]:
+            neighbours.append(runtime.index.query(found[0], using=IMAGE, top_k=12))
+
+    stages["image_index_query"] = _cpu_ms(rank, n)
+    pairs = list(zip(decoded, neighbours, strict=True))
+    stages["verdict"] = _cpu_ms(lambda: [search.detector.check(q, h) for q, h in pairs], n)
+    stages["total"] = _cpu_ms(
+        lambda: [search.search(Query(images=(u,), top_k=12)) for u in uploads], n
+    )
+    return stages
+
+
 def _percentile(timings: Sequence[float], q: float) -> float:
     return round(float(np.percentile(timings, q)), 2) if timings else 0.0
 
@@ -423,6 +509,17 @@ def format_table(figures: dict[str, Any]) -> str:
         f"{f['load_avg_start']} -> {f['load_avg_end']}; native bf16 {f['native_bf16']}; "
         f"{f['total_s']} s in all"
     )
+    cpu = f["cpu"]
+    has = [flag for flag, on in cpu.items() if flag != "model" and on]
+    lines.append(f"{'cpu':<12} {cpu['model']}: {', '.join(has) or 'none of the flags'}")
+    if f["int8_agreement"] is not None:
+        lines.append(
+            f"{'int8 check':<12} mean cosine {f['int8_agreement']} against fp32 on the probe "
+            f"photos (bar 0.99); running {f['precision']}"
+        )
+    for name in ("ingest_cpu_ms", "search_cpu_ms"):
+        parts = ", ".join(f"{stage} {ms:.0f}" for stage, ms in f[name].items())
+        lines.append(f"{name.removesuffix('_ms').replace('_', ' '):<12} ms: {parts}")
     return "\n".join(lines)
 
 

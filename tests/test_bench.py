@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bench import KEYS, photo_like
+from app.bench import DESCRIBED, KEYS, photo_like
+from embed.cpu import MATTERS
 from tests.conftest import OFFLINE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,18 @@ def test_bench_json_prints_one_object_with_every_figure_and_leaves_nothing(
         assert isinstance(figures[key], int | float) and not isinstance(figures[key], bool), key
         assert figures[key] >= 0, key
     assert figures["catalog"] == 40
+    assert set(DESCRIBED) <= set(figures)
+    # precision auto on a CPU: int8 once its self-check passed (random weights pass it)
+    assert figures["precision"] == "int8" and figures["runtime"] == "onnx"
+    assert 0.99 <= figures["int8_agreement"] <= 1.0
+    assert set(figures["cpu"]) == {"model", *MATTERS}
+    assert all(isinstance(figures["cpu"][flag], bool) for flag in MATTERS)
+    for name in ("ingest_cpu_ms", "search_cpu_ms"):
+        stages = figures[name]
+        hashing = "pdq_prepare" if name.startswith("ingest") else "pdq_query"
+        assert {"decode", hashing} <= set(stages)
+        assert all(isinstance(ms, float | int) and ms >= 0 for ms in stages.values()), stages
+    assert figures["search_cpu_ms"]["total"] > 0 and figures["ingest_cpu_ms"]["image_model"] > 0
     assert figures["reopened_count"] == 40
     assert figures["ingest_images"] == 3
     assert figures["encoder_images_per_s"] > 0 and figures["baseline_images_per_s"] > 0
