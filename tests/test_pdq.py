@@ -135,6 +135,21 @@ def test_each_dihedral_variant_is_the_hash_of_the_turned_photo(
         assert hamming(variant, np.asarray(theirs)) <= MATCH
 
 
+@pytest.mark.parametrize("size", [None, (700, 451), (333, 600), (1600, 1067), (64, 90)])
+def test_the_turned_hashes_are_pdqhash_s_on_the_turned_pixels_bit_for_bit(
+    photos: dict[str, Image.Image], size: tuple[int, int] | None
+) -> None:
+    # pdq_dihedral computes 7 of its 8 variants with its own linear-algebra PDQ pipeline:
+    # every photo, sizes with odd and even box windows and a side of 64, every turn.
+    for photo in photos.values():
+        image = photo if size is None else photo.resize(size, Image.Resampling.BICUBIC)
+        variants, quality = pdq_dihedral(image, trim=False)
+        for variant, turn in zip(variants, DIHEDRAL, strict=True):
+            turned = image if turn is None else image.transpose(turn)
+            assert hamming(variant, pdq_hash(turned, trim=False).bits) == 0, (size, turn)
+        assert quality == pdq_hash(image, trim=False).quality
+
+
 def test_a_4000px_photo_hashes_like_its_small_copy(photos: dict[str, Image.Image]) -> None:
     photo = photos["coffee"]
     big = photo.resize((4000, 2667), Image.Resampling.BICUBIC)
