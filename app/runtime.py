@@ -189,6 +189,8 @@ class Runtime:
 
     def close(self) -> None:
         """Release the index lock and the state database (a second call does nothing)."""
+        if "alerts" in self.__dict__:
+            self.__dict__.pop("alerts").close()  # lets the last run's webhooks finish
         if "search" in self.__dict__:
             self.__dict__.pop("search").close()
         if "index" in self.__dict__:

@@ -5,12 +5,14 @@
 - Retroactive: a picture added to a bank is checked against the catalog with the catalog's own
   verdict (`retroactive`), so what was already seen is found too.
 Each (entry, image) is alerted once (ingest/alerts.py) and delivered to the webhooks from the
-outbox (ingest/webhooks.py) when the run or command ends.
+outbox (ingest/webhooks.py) when the run ends, in a thread of its own: an upload through the API
+or the page never waits for a slow or failing webhook; a command waits for it when it closes.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -49,6 +51,9 @@ class Alerts:
         self.images = images
         self.store = store
         self.webhooks = Webhooks(settings.alerts, settings.fetch, store)
+        self._sender: threading.Thread | None = None
+        self._again = False  # a run ended while the sender was busy: one more pass
+        self._sender_lock = threading.Lock()
 
     # -- the pipeline's watcher ---------------------------------------------------------------
     def added(
@@ -70,9 +75,34 @@ class Alerts:
             new.extend(self._record(matches, item.point_id, payload))
         return new
 
-    def finished(self) -> DeliveryReport:
-        """The run is over: deliver what is due (failures are kept for the next run)."""
-        return self.deliver()
+    def finished(self) -> None:
+        """The run is over: deliver what is due, in the background (failures are retried for
+        `linger_s`, then kept for the next run or command)."""
+        if not self.settings.alerts.webhooks:
+            return
+        with self._sender_lock:
+            if self._sender is not None and self._sender.is_alive():
+                self._again = True
+                return
+            self._sender = threading.Thread(target=self._send, name="alert-webhooks", daemon=True)
+            self._sender.start()
+
+    def close(self) -> None:
+        """Wait for the background delivery (bounded by its linger and the webhooks' timeouts)."""
+        with self._sender_lock:
+            sender = self._sender
+        if sender is not None:
+            alerts = self.settings.alerts
+            sender.join(timeout=alerts.linger_s + 2 * alerts.timeout_s + 5)
+
+    def _send(self) -> None:
+        while True:
+            self.deliver()
+            with self._sender_lock:
+                if not self._again:
+                    self._sender = None
+                    return
+                self._again = False
 
     # -- banks -> catalog ---------------------------------------------------------------------
     def bank(
