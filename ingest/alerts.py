@@ -57,10 +57,21 @@ NAMESPACE = uuid.UUID("0f6d8c1e-2b7a-5c3d-9e41-7a5b3c2d1e0f")
 CARRIED = ("source", "source_uri", "title", "published_at")  # from the image's catalog payload
 
 
+# What a bank's name says its pictures are; every other bank holds known fakes.
+BANK_WORDS = {
+    "verified": "Verified",
+    "authentic": "Verified",
+    "genuine": "Verified",
+    "embargoed": "Embargoed",
+}
+
+
 def known_fake(bank: str, note: str = "", link: str = "") -> str:
-    """ "Known fake: in bank debunked, NOTE, LINK": the words for a banked picture, everywhere."""
+    """ "Known fake: in bank debunked, NOTE, LINK": the words for a banked picture, everywhere
+    ("Verified: in bank verified, ..." and "Embargoed: ..." for the banks BANK_WORDS names)."""
     said = ", ".join(x for x in (note, link) if x)
-    return f"Known fake: in bank {bank}" + (f", {said}" if said else "")
+    head = BANK_WORDS.get(bank.strip().lower(), "Known fake")
+    return f"{head}: in bank {bank}" + (f", {said}" if said else "")
 
 
 def alert_key(entry: str, image: str) -> str:

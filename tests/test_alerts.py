@@ -158,3 +158,15 @@ def test_a_failing_watcher_never_stops_a_run(tmp_path: Path, encoder: Encoder) -
     assert report.status == "ok" and report.total().new == 3
     assert index.count() == 3
     assert watcher.batches >= 1 and watcher.finished_runs == 1
+
+
+def test_a_verified_or_embargoed_bank_is_never_called_a_known_fake() -> None:
+    from ingest.alerts import known_fake
+
+    assert known_fake("debunked", "staged", "https://fc.example/1") == (
+        "Known fake: in bank debunked, staged, https://fc.example/1"
+    )
+    assert (
+        known_fake("verified", "checked on site") == "Verified: in bank verified, checked on site"
+    )
+    assert known_fake("Embargoed") == "Embargoed: in bank Embargoed"
