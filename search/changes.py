@@ -44,6 +44,8 @@ FIT_FEATURES: Final = 3000
 FIT_RANSAC_PX: Final = 4.0  # reprojection error at FIT_SIDE
 MIN_INLIERS: Final = 12
 MIN_INLIER_SHARE: Final = 0.2
+STRONG_INLIER_SHARE: Final = 0.5  # a fit this good is kept without trying the mirror image
+BIN_SPAN: Final = 4096.0  # wider than any colour value's range in the curve's bins
 # Where keypoints fail (low texture), a dense fit: ECC (an affine warp that maximises the
 # correlation of blurred grayscales, long side DENSE_SIDE) from the whole picture resized.
 DENSE_SIDE: Final = 256
@@ -268,6 +270,8 @@ def _fit(query: Image.Image, original: Image.Image) -> tuple[npt.NDArray[Any], b
             continue
         if best is None or inliers > best[0]:
             best = (inliers, transform, features.flipped)
+        if inliers >= STRONG_INLIER_SHARE * len(q_points):
+            break  # the picture as it is fits well: its mirror image need not be tried
     if best is None:
         return reason
     _, transform, mirrored = best
@@ -430,12 +434,18 @@ def _bin_medians(
     bins: npt.NDArray[Any], values: npt.NDArray[Any], *, min_count: int
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """(median of `values` in each bin, the bin's count), bins in order, those with at least
-    `min_count` members: one sort instead of a pass over every pixel per bin."""
-    order = np.lexsort((values, bins))
-    ranked, ranked_bins = values[order], bins[order]
-    _, starts, counts = np.unique(ranked_bins, return_index=True, return_counts=True)
-    full = counts >= min_count
-    starts, counts = starts[full], counts[full]
+    `min_count` members: one sort of (bin, value) keys instead of a pass per bin."""
+    if len(bins) == 0:
+        return np.zeros(0), np.zeros(0)
+    # Each bin's values moved to a range of their own (values lie within +-BIN_SPAN / 2), so one
+    # plain sort orders by bin, then value.
+    keys = np.sort(bins.astype(np.float64) * BIN_SPAN + values)
+    counts_all = np.bincount(bins)
+    ends = np.cumsum(counts_all)
+    starts_all = ends - counts_all
+    ranked = keys - np.repeat(np.arange(len(counts_all)) * BIN_SPAN, counts_all)
+    full = counts_all >= min_count
+    starts, counts = starts_all[full], counts_all[full]
     medians = (ranked[starts + (counts - 1) // 2] + ranked[starts + counts // 2]) / 2
     return medians.astype(np.float64), counts.astype(np.float64)
 
