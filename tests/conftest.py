@@ -6,6 +6,7 @@ import io
 import os
 import random
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from store.index import VectorIndex
 
 # A loopback port nothing listens on (the discard port): a model fetch fails at once, offline.
 OFFLINE_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def _no_schedule_left_running() -> Iterator[None]:
+    """A page run in this process (AppTest) starts the app's schedule for its own runtime; it
+    must not outlive its test, or a later test's "Run now" reaches that old runtime instead."""
+    yield
+    worker = sys.modules.get("app.worker")
+    if worker is not None:
+        worker.stop_in_app_scheduler()
 
 
 @pytest.fixture(autouse=True)
